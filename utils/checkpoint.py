@@ -1,0 +1,79 @@
+"""Checkpoint helpers shared by every model: atomic writes and strict, explained loading."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from utils.errors import LipVoicerError
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the same folder, then rename over `path`.
+
+    A reader never sees a half-written file under the final name, even if the
+    process dies mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, fetch_hint: str | None = None) -> dict:
+    """Load a checkpoint file on CPU with a one-line error when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; fetch it with: {fetch_hint}" if fetch_hint else ""
+        raise LipVoicerError(f"{path}: checkpoint not found{hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise LipVoicerError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _short_list(keys, n=8) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
+    """Load `state_dict` into `module`; missing/unexpected keys or shape mismatches raise
+    LipVoicerError naming the keys."""
+    own = module.state_dict()
+    missing = set(own) - set(state_dict)
+    unexpected = set(state_dict) - set(own)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_short_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_short_list(unexpected)}")
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}"
+        for k in own.keys() & state_dict.keys()
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    if shapes:
+        problems.append(f"shape mismatch: {_short_list(shapes)}")
+    if problems:
+        raise LipVoicerError(f"{what}: does not match the model; " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def strip_prefix(state_dict: dict, prefix: str) -> dict:
+    """Remove `prefix` wherever it occurs at a key segment boundary (e.g. '.module.' of DDP)."""
+    return {k.replace(prefix, "." if prefix.startswith(".") else "", 1) if prefix in k else k: v
+            for k, v in state_dict.items()}
