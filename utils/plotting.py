@@ -1,0 +1,36 @@
+"""Pictures of mel spectrograms (TensorBoard figures and PNG files)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def mel_figure(mel, title: str | None = None):
+    """A matplotlib figure of a (n_mels, frames) mel (tensor or array)."""
+    m = mel.detach().float().cpu().numpy() if hasattr(mel, "detach") else mel
+    fig, ax = plt.subplots(figsize=(max(4, m.shape[1] / 50), 3))
+    im = ax.imshow(m, aspect="auto", origin="lower", interpolation="none")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("frame (10 ms)")
+    ax.set_ylabel("mel band")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_mel_png(mel, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write the picture of a mel to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = mel_figure(mel, title)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

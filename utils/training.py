@@ -1,0 +1,77 @@
+"""Helpers shared by the training scripts: checkpoint folders, resume, RNG state, seeding."""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.errors import LipVoicerError
+
+_CKPT_RE = re.compile(r"^(\d+)\.pkl$")
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> dict[int, Path]:
+    """{iteration: path} of the `<iter>.pkl` files in a folder (temporary files are ignored)."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return {}
+    out = {}
+    for p in d.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_file():
+            out[int(m.group(1))] = p
+    return out
+
+
+def find_latest_iteration(ckpt_dir: str | Path) -> int | None:
+    its = list_checkpoints(ckpt_dir)
+    return max(its) if its else None
+
+
+def resolve_resume(ckpt_dir: str | Path, ckpt_iter) -> Path | None:
+    """The checkpoint to resume from: `max` (newest, none -> fresh start), -1 (fresh) or an iteration."""
+    if ckpt_iter is None or str(ckpt_iter) == "-1":
+        return None
+    its = list_checkpoints(ckpt_dir)
+    if str(ckpt_iter) == "max":
+        return its[max(its)] if its else None
+    try:
+        n = int(ckpt_iter)
+    except ValueError:
+        raise LipVoicerError(f"train.ckpt_iter={ckpt_iter}: expected 'max', -1 or an iteration number") from None
+    if n not in its:
+        raise LipVoicerError(f"{Path(ckpt_dir) / f'{n}.pkl'}: checkpoint for train.ckpt_iter={n} not found")
+    return its[n]
+
+
+def prune_checkpoints(ckpt_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints (0 keeps everything)."""
+    if keep_last <= 0:
+        return
+    its = sorted(list_checkpoints(ckpt_dir))
+    for it in its[:-keep_last]:
+        list_checkpoints(ckpt_dir)[it].unlink(missing_ok=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
