@@ -1,0 +1,73 @@
+"""Speech metrics for evaluate.py: WER/CER (jiwer), STOI/ESTOI (pystoi), wide-band PESQ (pesq),
+and log-mel distances after aligning lengths."""
+from __future__ import annotations
+
+import math
+
+import jiwer
+import numpy as np
+import torch
+
+from dataloaders.mel import log_mel, peak_normalise
+
+
+def _align(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = min(len(a), len(b))
+    return a[:n], b[:n]
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word edits, reference words); an empty reference counts its hypothesis words as insertions."""
+    ref, hyp = reference.split(), hypothesis.split()
+    if not ref:
+        return len(hyp), 0
+    out = jiwer.process_words(reference, hypothesis if hyp else "")
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def char_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    ref = " ".join(reference.split())
+    if not ref:
+        return len(hypothesis), 0
+    out = jiwer.process_characters(ref, " ".join(hypothesis.split()) or "")
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def stoi_scores(reference: np.ndarray, generated: np.ndarray, sr: int = 16000) -> tuple[float, float]:
+    """(STOI, ESTOI) of a generated waveform against the reference, lengths aligned."""
+    from pystoi import stoi
+
+    ref, gen = _align(reference, generated)
+    return float(stoi(ref, gen, sr, extended=False)), float(stoi(ref, gen, sr, extended=True))
+
+
+def pesq_wb(reference: np.ndarray, generated: np.ndarray, sr: int = 16000) -> float:
+    """Wide-band PESQ; NaN when the signal is too short or silent for PESQ to score."""
+    from pesq import pesq
+
+    ref, gen = _align(reference, generated)
+    try:
+        return float(pesq(sr, ref, gen, "wb"))
+    except Exception:  # noqa: BLE001 - pesq raises on silence / too-short input
+        return math.nan
+
+
+def log_mel_l1(reference: np.ndarray, generated: np.ndarray, audio_cfg=None) -> float:
+    """Mean |log-mel(ref) - log-mel(gen)| over the common frames (both peak-normalised first)."""
+    ref, gen = _align(reference, generated)
+    a = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(ref))), audio_cfg)
+    b = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(gen))), audio_cfg)
+    return float((a - b).abs().mean())
+
+
+def mel_cepstral_distortion(reference: np.ndarray, generated: np.ndarray, audio_cfg=None, n_coeffs: int = 13) -> float:
+    """MCD in dB from DCT-II cepstra of the log-mels (c0 excluded), frames aligned by position."""
+    ref, gen = _align(reference, generated)
+    a = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(ref))), audio_cfg).numpy()
+    b = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(gen))), audio_cfg).numpy()
+    n = a.shape[0]
+    k = np.arange(n)
+    dct = np.cos(np.pi / n * (k[None, :] + 0.5) * np.arange(n_coeffs + 1)[:, None])
+    ca, cb = dct @ a, dct @ b
+    diff = ca[1:] - cb[1:]
+    return float((10.0 / np.log(10)) * np.sqrt(2.0) * np.mean(np.sqrt((diff ** 2).sum(axis=0))))
