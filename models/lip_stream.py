@@ -114,7 +114,8 @@ class TCN(nn.Module):
         super().__init__()
         self.tcn_trunk = TemporalConvNet(cin, channels, layers, kernel, dropout)
         # Word-classification head of the pretrained lip reader; unused, kept so checkpoints load.
-        self.tcn_output = nn.Linear(channels, n_classes)
+        # Frozen: it gets no gradient, which DistributedDataParallel would otherwise reject.
+        self.tcn_output = nn.Linear(channels, n_classes).requires_grad_(False)
 
     def forward(self, x):
         return self.tcn_trunk(x)

@@ -94,6 +94,9 @@ class ResidualGroup(nn.Module):
         self.residual_blocks = nn.ModuleList(
             ResidualBlock(res_channels, skip_channels, 2 ** (n % dilation_cycle), step_dim_out, cond_channels, upsample)
             for n in range(num_res_layers))
+        # Only the skip outputs are summed, so the last block's residual output is never used:
+        # freeze its res_conv (it stays in checkpoints) so that DDP sees no parameter without a gradient.
+        self.residual_blocks[-1].res_conv.requires_grad_(False)
 
     def embed_steps(self, steps: torch.Tensor) -> torch.Tensor:
         e = step_embedding(steps, self.step_dim_in)

@@ -72,3 +72,21 @@ def test_command_line_errors_are_one_line(tiny_corpus, tmp_path):
     r = _run(tiny_overrides(tiny_corpus, tmp_path, ["train.ckpt_iter=7", f"hydra.run.dir={tmp_path / 'h'}"]))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].endswith("7.pkl: checkpoint for train.ckpt_iter=7 not found")
+
+
+def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
+    """DistributedDataParallel over 2 CPU processes (gloo): rank 0 writes the checkpoints, resume works."""
+    args = tiny_overrides(tiny_corpus, tmp_path, ["train.n_iters=2", "train.iters_per_ckpt=2",
+                                                  f"hydra.run.dir={tmp_path / 'h'}"])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "train_melgen.py", *args]
+    r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path / "exp" / "LRS3" / "wnet_h16_d2_T400_betaT0.02" / "checkpoint"
+    ckpt = torch.load(d / "2.pkl", weights_only=False)
+    assert len(ckpt["rng_state"]) == 2  # one RNG state per rank
+    assert not any(k.startswith("module.") for k in ckpt["model_state_dict"])
+    r = subprocess.run(cmd[:-len(args)] + [a.replace("train.n_iters=2", "train.n_iters=3") for a in args],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert find_latest_iteration(d) == 3
