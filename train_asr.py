@@ -1,0 +1,28 @@
+"""Train or fine-tune the ASR guidance classifier on noisy mels x_t (t < asr.train.max_t).
+
+    python train_asr.py dataset=lrs3                                   # one GPU (or CPU)
+    torchrun --nproc_per_node 4 train_asr.py dataset=lrs2              # several GPUs
+    python train_asr.py dataset=lrs3 asr.train.init_from=checkpoints/checkpoints_ft_lrs3.ckpt
+    python train_asr.py dataset=synthetic asr.train.tokenizer=checkpoints/synthetic_bpe256.model
+
+Resumes from the newest checkpoint of the experiment by default (asr.train.ckpt_iter=max).
+See docs/asr.md.
+"""
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from models.asr.training import train
+from utils.errors import exit_on_user_error
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    logging.getLogger().setLevel(logging.INFO)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

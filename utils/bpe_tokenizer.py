@@ -1,0 +1,140 @@
+"""SentencePiece BPE tokenizer of the ASR (published: `tokenizerbpe256.model`), and training one.
+
+Piece id 0 is `<unk>`; the ASR uses it as the CTC blank, so real text never maps
+to it (the published model is trained with `unk_surface=""`, no BOS/EOS, full
+character coverage). Text is normalised (utils/text_normalization.py) before encoding.
+
+Train a model of any size on a transcript corpus:
+
+    python -m utils.bpe_tokenizer --corpus texts.txt --vocab-size 256 --out checkpoints/my_bpe256.model
+    python -m utils.bpe_tokenizer --transcripts-dir data/synthetic/videos --vocab-size 256 --out tok.model
+
+`--corpus` is a text file with one sentence per line; `--transcripts-dir` collects every
+LRS-style `<clip>.txt` (first line `Text:  <words>`) below a folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from utils.errors import LipVoicerError, exit_on_user_error
+from utils.text_normalization import normalize_text, transcript_from_lrs_text
+
+
+def _spm():
+    try:
+        import sentencepiece as spm
+    except ImportError as e:  # pragma: no cover - listed in requirements.txt
+        raise LipVoicerError("the 'sentencepiece' package is missing (pip install sentencepiece)") from e
+    return spm
+
+
+class BPETokenizer:
+    """Thin wrapper around a SentencePiece model: encode(text) -> ids, decode(ids) -> text."""
+
+    def __init__(self, model_path: str | os.PathLike):
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise LipVoicerError(f"{self.path}: tokenizer model not found "
+                                 "(fetch it with: python download_checkpoints.py --only tokenizer_bpe256)")
+        spm = _spm()
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+            raise LipVoicerError(f"{self.path}: not a SentencePiece model ({type(e).__name__})") from e
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.sp.get_piece_size())
+
+    def encode(self, text: str, normalize: bool = True) -> list[int]:
+        return list(self.sp.encode(normalize_text(text) if normalize else text, out_type=int))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids if int(i) != 0])
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        return [self.sp.id_to_piece(int(i)) for i in ids]
+
+
+def collect_lrs_transcripts(folder: str | os.PathLike) -> list[str]:
+    """Normalised first lines of every `*.txt` transcript below `folder` (sorted by path)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LipVoicerError(f"{folder}: transcripts folder not found")
+    texts = []
+    for p in sorted(folder.rglob("*.txt")):
+        content = p.read_text(encoding="utf-8", errors="replace")
+        if content.startswith("Text:"):
+            t = transcript_from_lrs_text(content)
+            if t:
+                texts.append(t)
+    if not texts:
+        raise LipVoicerError(f"{folder}: no transcripts (`<clip>.txt` starting with 'Text:') found")
+    return texts
+
+
+def read_corpus(path: str | os.PathLike) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise LipVoicerError(f"{path}: corpus file not found")
+    texts = [normalize_text(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise LipVoicerError(f"{path}: corpus has no text")
+    return texts
+
+
+def train_bpe(texts: Iterable[str], out_model: str | os.PathLike, vocab_size: int = 256,
+              model_type: str = "bpe") -> Path:
+    """Train a SentencePiece model (published settings) on normalised sentences.
+
+    Writes `out_model` (and the `.vocab` beside it) atomically; returns the model path.
+    """
+    out_model = Path(out_model)
+    if out_model.suffix != ".model":
+        raise LipVoicerError(f"{out_model}: the tokenizer file name must end in .model")
+    texts = [t for t in (normalize_text(x) for x in texts) if t]
+    if not texts:
+        raise LipVoicerError(f"{out_model}: no training text")
+    out_model.parent.mkdir(parents=True, exist_ok=True)
+    spm = _spm()
+    with tempfile.TemporaryDirectory(dir=out_model.parent, prefix=".bpe_train_") as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        prefix = Path(tmp) / "model"
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(corpus), model_prefix=str(prefix), vocab_size=int(vocab_size),
+                model_type=model_type, character_coverage=1.0, bos_id=-1, eos_id=-1, unk_surface="",
+                minloglevel=2)
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise LipVoicerError(f"{out_model}: cannot train a {vocab_size}-piece tokenizer on "
+                                 f"{len(texts)} sentences ({msg})") from None
+        os.replace(prefix.with_suffix(".vocab"), out_model.with_suffix(".vocab"))
+        os.replace(prefix.with_suffix(".model"), out_model)
+    return out_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train a SentencePiece BPE tokenizer for the ASR.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="text file, one sentence per line")
+    src.add_argument("--transcripts-dir", help="folder with LRS-style <clip>.txt transcripts (searched recursively)")
+    ap.add_argument("--vocab-size", type=int, default=256)
+    ap.add_argument("--model-type", default="bpe", choices=["bpe", "unigram", "char", "word"])
+    ap.add_argument("--out", required=True, help="output model file (.model)")
+    args = ap.parse_args(argv)
+    texts = read_corpus(args.corpus) if args.corpus else collect_lrs_transcripts(args.transcripts_dir)
+    path = train_bpe(texts, args.out, args.vocab_size, args.model_type)
+    print(f"wrote {path} ({args.vocab_size} pieces, {len(texts)} sentences)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_user_error(main)())
