@@ -1,0 +1,73 @@
+"""Print the lip-read text of a mouth-crop .npz (key "data", uint8 T x 96 x 96) or a video.
+
+    python lipread.py path/to/clip.npz
+    python lipread.py vsr.input=path/to/video.mp4 vsr.device=cuda vsr.beam_size=10
+
+Settings and file locations: configs/vsr/default.yaml (see docs/lip_reader.md).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+
+from utils.errors import LipVoicerError, exit_on_user_error
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LipVoicerError(f"vsr.device={name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def mouth_crops_for(path: Path, cfg):
+    from models.vsr.reader import load_mouth_npz
+
+    if path.suffix.lower() == ".npz":
+        return load_mouth_npz(path)
+    if not path.is_file():
+        raise LipVoicerError(f"{path}: file not found")
+    try:
+        from dataloaders.extract_mouthcrops import mouth_crops_from_video
+    except ImportError as e:
+        raise LipVoicerError(f"{path}: mouth cropping from a video is not available yet ({e}); "
+                             "give mouth crops as a .npz instead") from e
+    return mouth_crops_from_video(str(path), cfg)
+
+
+def lipread(cfg) -> str:
+    from models.vsr.reader import load_lip_reader
+
+    if not cfg.vsr.input:
+        raise LipVoicerError("no input given: python lipread.py <clip.npz | video> (or vsr.input=...)")
+    path = Path(str(cfg.vsr.input))
+    crops = mouth_crops_for(path, cfg)
+    device = pick_device(str(cfg.vsr.device))
+    reader = load_lip_reader(cfg, device)
+    return reader.read(crops, device, source=str(path))
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="config")
+@exit_on_user_error
+def main(cfg) -> None:
+    print(lipread(cfg))
+
+
+def _positional_input_to_override(argv: list[str]) -> list[str]:
+    """`lipread.py clip.npz ...` -> `lipread.py vsr.input='clip.npz' ...` (Hydra takes key=value only)."""
+    out = list(argv)
+    for i, a in enumerate(out[1:], 1):
+        if not a.startswith("-") and "=" not in a:
+            q = '"' if "'" in a else "'"
+            out[i] = f"vsr.input={q}{a}{q}"
+            break
+    return out
+
+
+if __name__ == "__main__":
+    sys.argv = _positional_input_to_override(sys.argv)
+    main()
