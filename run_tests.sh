@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# System packages: espeak-ng (synthetic corpus speech), ffmpeg (command-line video tools in tests).
+# System packages: espeak-ng (synthetic corpus speech), ffmpeg (command-line video tools in tests),
+# libgl1 and libglib2.0-0 (OpenCV and MediaPipe shared libraries).
 need=()
-for pkg in espeak-ng ffmpeg; do
+for pkg in espeak-ng ffmpeg libgl1 libglib2.0-0; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

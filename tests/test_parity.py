@@ -78,3 +78,181 @@ def test_melgen_precomputed_condition_matches_forward():
         a = model.denoise(inp["x"], cond, inp["diffusion_steps"], projs)
         b = model(inp["x"], inp["mouthroi"], inp["face_image"], inp["diffusion_steps"])
     assert rel_err(a, b) < 1e-6
+
+
+# ---------------------------------------------------------------- HiFi-GAN (hifigan.pt)
+def _hifigan_from_fixture(fx, state_dict=None):
+    from omegaconf import OmegaConf
+
+    from models.hifigan import load_hifigan
+    from tests.parity_utils import REPO_ROOT
+
+    voc = OmegaConf.load(REPO_ROOT / "configs" / "vocoder" / "hifigan_16k.yaml")
+    for k in ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock",
+              "resblock_kernel_sizes", "resblock_dilation_sizes"):  # the fixture's settings are our defaults
+        assert OmegaConf.to_container(voc)[k] == fx["config"][k], k
+    sd = state_dict if state_dict is not None else det_state_dict(fx["manifest"], fx["constants"])
+    # published format: {"generator": state dict with weight_g / weight_v}; weight norm removed on load
+    return load_hifigan({"generator": sd}, voc)
+
+
+def _hifigan_run(model):
+    def run(inp):
+        with torch.no_grad():
+            return {"audio": model(inp["mel"])}
+
+    return run
+
+
+def test_hifigan_parity():
+    fx = load_fixture("hifigan.pt")
+    model = _hifigan_from_fixture(fx)
+    assert not model.is_weight_normed
+    failures = check_cases(fx, _hifigan_run(model), tol={})
+    assert not failures, "\n".join(failures)
+
+
+def test_hifigan_parity_detects_one_wrong_tensor():
+    fx = load_fixture("hifigan.pt")
+    sd = det_state_dict(fx["manifest"], fx["constants"])
+    sd["resblocks.7.convs1.1.weight_g"] = sd["resblocks.7.convs1.1.weight_g"] * 1.05
+    failures = check_cases(fx, _hifigan_run(_hifigan_from_fixture(fx, sd)), tol={})
+    assert any("audio" in f for f in failures)
+
+
+# ---------------------------------------------------------------- lip reader (vsr.pt)
+# Units of unigram5000_units.txt used by the fixture's best hypotheses (id = line number);
+# the other entries of the 5049-token list are placeholders.
+VSR_FIXTURE_PIECES = {
+    52: "876", 57: "886", 92: "ARILY", 493: "WORK", 646: "\u2581AGENCY", 1038: "\u2581BROWN",
+    1119: "\u2581CATALYST", 1152: "\u2581CHANCE", 1414: "\u2581COOK", 1887: "\u2581ENGINEER",
+    1959: "\u2581EX", 2153: "\u2581FLOOD", 2399: "\u2581HABITAT", 2539: "\u2581HUNGER", 4524: "\u2581TEACH",
+    4547: "\u2581TELLING", 4842: "\u2581VICTIMS",
+}
+
+
+def _vsr_from_fixture(fx, state_dict=None):
+    from models.vsr.reader import load_vsr_model
+    from models.vsr.tokens import TokenList
+
+    odim = fx["manifest"]["decoder.output_layer.weight"]["shape"][0]
+    tokens = TokenList(["<blank>"] + [VSR_FIXTURE_PIECES.get(i, f"<unit{i}>") for i in range(1, odim - 1)]
+                       + ["<eos>"])
+    sd = state_dict if state_dict is not None else det_state_dict(fx["manifest"], fx["constants"])
+    return load_vsr_model(sd, fx["model_json"], tokens)  # model.json hyper-parameters, strict loading
+
+
+def test_vsr_parity():
+    from models.vsr.beam_search import BeamSearch
+    from models.vsr.reader import load_lm
+
+    fx = load_fixture("vsr.pt")
+    model, tokens = _vsr_from_fixture(fx)
+    lm = load_lm(det_state_dict(fx["manifest_lm"], fx["constants_lm"]), fx["lm_model_json"], len(tokens))
+    decoded = []
+
+    def run(inp):
+        with torch.no_grad():
+            enc = model.encode(inp["video"])
+            ctc = model.ctc.log_softmax(enc.unsqueeze(0))
+            nxt = model.decoder(inp["decoder_prefix"], enc.unsqueeze(0))[:, -1]
+        search = BeamSearch(model, lm, beam_size=inp["beam_size"], ctc_weight=inp["ctc_weight"],
+                            lm_weight=inp["lm_weight"], penalty=0.0, maxlenratio=0.0, ctc_method="loop")
+        best = search(enc)[0]
+        decoded.append((best.yseq, tokens.raw_text(best.yseq)))
+        return {"encoder_out": enc, "ctc_log_probs": ctc, "decoder_next_logp": nxt,
+                "best_score": best.score.reshape(())}
+
+    failures = check_cases(fx, run, tol={})
+    assert len(decoded) == len(fx["cases"]) > 0
+    for i, (case, (ids, text)) in enumerate(zip(fx["cases"], decoded)):
+        want = case["outputs"]["best_token_ids"].tolist()
+        if ids != want:
+            failures.append(f"case {i} best_token_ids: {ids} != {want}")
+        if text != case["outputs"]["text"]:
+            failures.append(f"case {i} text: {text!r} != {case['outputs']['text']!r}")
+    assert not failures, "\n".join(failures)
+
+
+def test_vsr_parity_detects_one_wrong_tensor():
+    fx = load_fixture("vsr.pt")
+    sd = det_state_dict(fx["manifest"], fx["constants"])
+    sd["encoder.encoders.5.conv_module.depthwise_conv.weight"] *= 1.05
+    model, _ = _vsr_from_fixture(fx, sd)
+    case = fx["cases"][0]
+    with torch.no_grad():
+        enc = model.encode(case["inputs"]["video"])
+    assert rel_err(enc, case["outputs"]["encoder_out"]) > 1e-4
+
+
+# ---------------------------------------------------------------- ASR guidance classifier (asr.pt)
+def test_asr_parity():
+    from omegaconf import OmegaConf
+
+    from models.asr import ctc_loss, ctc_loss_grad, load_asr_checkpoint
+    from tests.parity_utils import REPO_ROOT
+
+    fx = load_fixture("asr.pt")
+    cfg = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    sd = det_state_dict(fx["manifest"], fx["constants"])
+    # wrapped as the published checkpoints_ft_lrs{2,3}.ckpt; a DDP run's '.module.' keys load the same
+    for ckpt in ({"model_state_dict": sd, "optimizer_state_dict": None, "model_step": 0, "is_distributed": False},
+                 {"model_state_dict": {k.replace("encoder.", "encoder.module.", 1): v for k, v in sd.items()},
+                  "optimizer_state_dict": None, "model_step": 0, "is_distributed": True}):
+        model = load_asr_checkpoint(ckpt, cfg)
+        assert list(model.state_dict()) == list(fx["manifest"])      # same keys, same order
+
+        def run(inp):
+            with torch.no_grad():
+                logits, out_lengths = model(inp["mel"], inp["lengths"], inp["diffusion_steps"])
+                loss = ctc_loss(logits, out_lengths, inp["tokens"], inp["token_lengths"])
+            _, grad = ctc_loss_grad(model, inp["mel"], inp["lengths"], inp["diffusion_steps"], inp["tokens"],
+                                    inp["token_lengths"])
+            return {"logits": logits, "out_lengths": out_lengths, "ctc_loss": loss, "grad_mel": grad}
+
+        failures = check_cases(fx, run, tol={"logits": 1e-4, "out_lengths": 0.0, "ctc_loss": 1e-4, "grad_mel": 1e-3})
+        assert not failures, "\n".join(failures)
+
+
+def test_asr_parity_detects_one_wrong_tensor():
+    from omegaconf import OmegaConf
+
+    from models.asr import load_asr_checkpoint
+    from tests.parity_utils import REPO_ROOT
+
+    fx = load_fixture("asr.pt")
+    cfg = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    sd = det_state_dict(fx["manifest"], fx["constants"])
+    key = "encoder.back_end.conformer_blocks.7.self_att_module.attention.pos_layer.weight"
+    sd[key] = sd[key] * 1.5
+    model = load_asr_checkpoint({"model_state_dict": sd}, cfg)
+    case = fx["cases"][0]
+    with torch.no_grad():
+        logits, _ = model(case["inputs"]["mel"], case["inputs"]["lengths"], case["inputs"]["diffusion_steps"])
+    assert rel_err(logits, case["outputs"]["logits"]) > 1e-4
+
+
+# ---------------------------------------------------------------- mouth crops (mouthcrop.pt)
+def test_mouthcrop_parity(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from tests.parity_utils import parity_dir
+    from utils.mouth_crop import crop_mouths, load_mean_face
+
+    fx = load_fixture("mouthcrop.pt")
+    shutil.copy(parity_dir() / "20words_mean_face.npy", tmp_path / "20words_mean_face.npy")  # as a user's copy
+    mean_face = load_mean_face(tmp_path / "20words_mean_face.npy")
+    assert {c["inputs"]["kind"][:2] for c in fx["cases"]} == {"68", "4 "}
+    for i, case in enumerate(fx["cases"]):
+        inp = case["inputs"]
+        got = crop_mouths(inp["frames_rgb"].numpy(), inp["landmarks"], mean_face)
+        ref = case["outputs"]["crops"].numpy()
+        assert got.shape == ref.shape and got.dtype == np.uint8, (got.shape, got.dtype)
+        diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
+        err = rel_err(torch.from_numpy(got).float(), torch.from_numpy(ref).float())
+        print(f"[parity] mouthcrop case {i} ({inp['kind']}): mean abs diff {diff.mean():.1e}, max {diff.max()}, "
+              f"{int((diff > 0).sum())} of {diff.size} pixels differ, rel_err {err:.1e}")
+        # uint8 output: at most a few pixels that lie within 1e-3 of a rounding boundary may differ by one
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, f"case {i}: max {diff.max()}"
