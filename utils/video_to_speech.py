@@ -1,0 +1,330 @@
+"""Speech for one silent talking-face video (the work behind inference_real_video.py).
+
+    cfg = compose(...)                           # the project's Hydra config
+    out_dir = generate_for_video(cfg)            # <save_dir>/<video name>/
+
+Stages: read the video at 25 fps -> face detection and mouth crops -> text (given, or
+read from the lips) -> guided sampling of the mel -> HiFi-GAN -> outputs. Everything is
+written into a hidden temporary folder beside the final one, which is renamed into
+place only when every file is complete, so a failed run leaves nothing under the final
+name. Problems a user can fix raise LipVoicerError with one line naming the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.errors import LipVoicerError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- small helpers
+class StageTimer:
+    """Wall-clock seconds per named stage (CUDA work is synchronised before reading the clock)."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def versions() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "platform": platform.platform()}
+    for mod in ("torchaudio", "av", "mediapipe", "cv2"):
+        try:
+            info[mod] = getattr(__import__(mod), "__version__", "?")
+        except Exception:  # noqa: BLE001 - optional packages are reported when present
+            pass
+    try:
+        info["lipvoicer_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                                  text=True, timeout=5).stdout.strip() or None
+    except Exception:  # noqa: BLE001 - not a git checkout
+        info["lipvoicer_commit"] = None
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def check_writable(directory: Path) -> None:
+    """Create `directory` if needed and make sure a file can be written there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise LipVoicerError(f"{directory}: output directory cannot be written ({e.strerror or e})") from None
+
+
+def check_video_length(path: Path, gen_cfg) -> None:
+    """Refuse a video longer than generate.max_seconds before decoding it (from its header)."""
+    from utils.video_io import probe_video
+
+    info = probe_video(path)
+    limit = float(gen_cfg["max_seconds"])
+    if info["duration"] is not None and info["duration"] > limit:
+        raise LipVoicerError(f"{path}: video is {info['duration']:.1f} s long; the limit is {limit:g} s "
+                             f"(generate.max_seconds; memory grows with length: cut the video or raise the limit)")
+
+
+def _require_file(cfg, path, what: str, alternative: str = "") -> Path:
+    """A file the run needs: missing -> one line naming it and, for a published asset, the command
+    that fetches it (plus `alternative`, another way round, when given)."""
+    from utils.assets import find_asset_for_path, missing_asset_error
+
+    path = Path(str(path))
+    if path.is_file():
+        return path
+    tail = f" ({alternative})" if alternative else ""
+    if find_asset_for_path(cfg, path) is not None:
+        raise LipVoicerError(f"{missing_asset_error(cfg, path)}{tail}")
+    raise LipVoicerError(f"{path}: {what} not found{tail}")
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass
+class GenerationModels:
+    melgen: torch.nn.Module
+    vocoder: torch.nn.Module
+    schedule: object
+    asr: torch.nn.Module | None = None
+    tokenizer: object | None = None
+    files: dict = field(default_factory=dict)
+
+
+def generation_files(cfg, lip_reading: bool = False) -> dict[str, str]:
+    """The files a generation run needs, checked before any heavy work (missing -> LipVoicerError
+    naming the file and the command that fetches it)."""
+    from models.asr import asr_checkpoint_path
+
+    gen = cfg["generate"]
+    files = {"melgen": str(_require_file(cfg, gen["ckpt_path"], "MelGen checkpoint (generate.ckpt_path)")),
+             "vocoder": str(_require_file(cfg, cfg["vocoder"]["checkpoint"], "HiFi-GAN checkpoint"))}
+    if float(gen["w_asr"]) > 0:
+        files["asr"] = str(_require_file(cfg, asr_checkpoint_path(cfg, gen["dataset"]), "ASR checkpoint"))
+        tok_path = Path(str(cfg["paths"]["checkpoints_dir"])) / str(cfg["asr"]["tokenizer"])
+        files["tokenizer"] = str(_require_file(cfg, tok_path, "ASR tokenizer"))
+    if lip_reading:
+        v = cfg["vsr"]
+        keys = ["model_path", "model_conf", "units_path"] + (["lm_path", "lm_conf"] if float(v["lm_weight"]) else [])
+        for key in keys:
+            _require_file(cfg, v[key], f"lip-reader file (vsr.{key})",
+                          "or skip lip reading by giving the spoken text: generate.text='...'")
+    return files
+
+
+def load_generation_models(cfg, device: torch.device) -> GenerationModels:
+    """MelGen, HiFi-GAN and (when generate.w_asr > 0) the ASR fine-tune and its tokenizer."""
+    from models.asr import load_asr_checkpoint
+    from models.diffusion import DiffusionSchedule
+    from models.hifigan import load_hifigan
+    from models.melgen_checkpoint import load_melgen
+    from utils.bpe_tokenizer import BPETokenizer
+
+    files = generation_files(cfg)
+    asr = tokenizer = None
+    if "asr" in files:
+        tok_path = files["tokenizer"]
+        tokenizer = BPETokenizer(tok_path)
+        if tokenizer.vocab_size != int(cfg["asr"]["vocab_size"]):
+            raise LipVoicerError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} pieces but asr.vocab_size is "
+                                 f"{cfg['asr']['vocab_size']}")
+        asr = load_asr_checkpoint(files["asr"], cfg["asr"], map_location=device)
+        asr.requires_grad_(False)
+    melgen = load_melgen(files["melgen"], cfg, map_location=device)
+    melgen.requires_grad_(False)
+    vocoder = load_hifigan(files["vocoder"], cfg["vocoder"], map_location=device)
+    schedule = DiffusionSchedule.from_config(cfg["diffusion"], device=device)
+    return GenerationModels(melgen, vocoder, schedule, asr, tokenizer, files)
+
+
+# ----------------------------------------------------------------------------- the computation
+def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tuple[str, str]:
+    """(text, where it came from): generate.text when given, else the lip reader's reading."""
+    from utils.text_normalization import normalize_text
+
+    given = cfg["generate"].get("text")
+    if given is not None and str(given).strip():
+        return normalize_text(str(given)), "generate.text"
+    from models.vsr import load_lip_reader
+
+    reader = load_lip_reader(cfg, device=device)
+    try:
+        text = reader.read(crops, device=device, source=source)
+    finally:
+        del reader  # about 1 GB on a GPU: give it back before sampling
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return normalize_text(text), "lip reader"
+
+
+def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
+                      device: torch.device, generator: torch.Generator | None = None,
+                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,))."""
+    from dataloaders.lrs_dataset import face_to_tensor, mouth_to_tensor
+    from dataloaders.mel import denormalise_mel
+    from models.hifigan import vocode
+    from models.sampler import GuidedSampler, asr_guidance
+
+    gen = cfg["generate"]
+    mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
+    face = face_to_tensor(face_frame, cfg["video"], train=False).unsqueeze(0).to(device)
+    grad_fn = None
+    if models.asr is not None and text:
+        ids = models.tokenizer.encode(text)
+        if ids:
+            tokens = torch.tensor([ids], dtype=torch.long, device=device)
+            grad_fn = asr_guidance(models.asr, tokens, torch.tensor([len(ids)], device=device))
+    if models.asr is not None and grad_fn is None:
+        log.warning("no text to guide with: sampling without ASR guidance")
+    sampler = GuidedSampler(models.melgen, models.schedule, w_video=gen["w_video"], w_asr=gen["w_asr"],
+                            asr_start=gen["asr_start"])
+    x = sampler.sample(mouth, face, grad_fn=grad_fn, generator=generator, progress=progress)
+    mel = denormalise_mel(x[0].float(), float(cfg["audio"]["clamp_min"]))
+    audio = vocode(models.vocoder, mel, peak_scale=float(cfg["vocoder"]["peak_scale"]))
+    return mel.cpu(), audio.cpu()
+
+
+# ----------------------------------------------------------------------------- outputs
+def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), audio, sr, subtype="PCM_16", format="WAV")
+
+
+def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tensor, audio: np.ndarray, sr: int,
+                  crops: np.ndarray | None, text: str, fps: float, timer: StageTimer) -> dict[str, str]:
+    """Every output file of one video into tmp_dir; returns {kind: file name}."""
+    from utils.plotting import save_mel_png
+    from utils.video_io import mux_audio, write_video
+
+    files = {"wav": f"{name}.wav", "mel": f"{name}.wav.spec", "mel_png": f"{name}.png", "video": f"{name}.mp4",
+             "text": f"{name}.txt"}
+    with timer("write_audio"):
+        _write_wav(tmp_dir / files["wav"], audio, sr)
+        torch.save(mel.clone(), tmp_dir / files["mel"])
+        (tmp_dir / files["text"]).write_text(text + "\n")
+    with timer("write_figures"):
+        save_mel_png(mel.numpy(), tmp_dir / files["mel_png"], title=text or None)
+    with timer("write_videos"):
+        mux_audio(video_path, audio, sr, tmp_dir / files["video"])
+        if crops is not None:
+            files["mouth_video"] = f"{name}_mouth.mp4"
+            write_video(tmp_dir / files["mouth_video"], crops, fps=fps)
+    return files
+
+
+def publish_dir(tmp_dir: Path, final: Path) -> None:
+    """Move the finished temporary folder to its final name (replacing an older result)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp_dir, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the job
+def generate_for_video(cfg, models: GenerationModels | None = None) -> Path:
+    """Run the whole job for cfg.generate.video_path; returns the output folder."""
+    from dataloaders.extract_mouthcrops import mouth_crops_from_frames, video_frames
+    from utils.distributed import resolve_device
+
+    gen = cfg["generate"]
+    if not gen.get("video_path"):
+        raise LipVoicerError("no video given: set generate.video_path=<file>")
+    video_path = Path(str(gen["video_path"]))
+    if not video_path.is_file():
+        raise LipVoicerError(f"{video_path}: file not found")
+    name = video_path.stem
+    save_dir = Path(str(gen["save_dir"]))
+    check_writable(save_dir)
+    final_dir = save_dir / name
+
+    device = resolve_device(gen["device"])
+    if device.type == "cpu":
+        log.warning("running on CPU: sampling takes several minutes per second of video at the full model size "
+                    "(use a CUDA GPU for real work)")
+    timer = StageTimer(device)
+    progress = bool(gen.get("progress", True))
+    fps = float(cfg["video"]["fps"])
+    prep = dict(cfg["prep"])
+    prep["min_seconds"] = float(gen["min_seconds"])
+
+    given = gen.get("text")
+    generation_files(cfg, lip_reading=given is None or not str(given).strip())
+    check_video_length(video_path, gen)
+    with timer("read_video"):
+        frames = video_frames(video_path, prep)
+    with timer("mouth_crops"):
+        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path))
+    with timer("text"):
+        text, text_source = read_text(cfg, crops, device, str(video_path))
+    log.info("text (%s): %s", text_source, text or "<empty>")
+    if models is None:
+        with timer("load_models"):
+            models = load_generation_models(cfg, device)
+    seed = int(gen["seed"])
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with timer("sampling"):
+        mel, audio = speech_from_crops(models, cfg, crops, frames[0], text, device, generator, progress)
+    audio_np = audio.numpy().astype(np.float32)
+    sr = int(cfg["audio"]["sampling_rate"])
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=save_dir))
+    try:
+        files = write_outputs(tmp_dir, name, video_path=video_path, mel=mel, audio=audio_np, sr=sr,
+                              crops=crops if gen.get("save_mouth_video", True) else None, text=text, fps=fps,
+                              timer=timer)
+        report = {
+            "video": str(video_path.resolve()),
+            "frames_25fps": int(len(frames)),
+            "seconds": round(len(frames) / fps, 3),
+            "audio_seconds": round(len(audio_np) / sr, 3),
+            "text": text,
+            "text_source": text_source,
+            "device": str(device),
+            "settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                         for k, v in dict(gen).items()},
+            "checkpoints": models.files,
+            "timings_s": dict(timer.seconds),
+            "versions": versions(),
+            "files": files,
+            "command": " ".join(sys.argv),
+        }
+        files["report"] = f"{name}.json"
+        (tmp_dir / files["report"]).write_text(json.dumps(report, indent=2) + "\n")
+        publish_dir(tmp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info("wrote %s (%s)", final_dir, ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
+    return final_dir
