@@ -232,6 +232,59 @@ def test_asr_parity_detects_one_wrong_tensor():
     assert rel_err(logits, case["outputs"]["logits"]) > 1e-4
 
 
+# ---------------------------------------------------------------- guided sampler (sampler.pt)
+def _sampler_models(fx):
+    from omegaconf import OmegaConf
+
+    from models.asr import load_asr_checkpoint
+    from models.melgen_checkpoint import load_melgen
+    from tests.parity_utils import REPO_ROOT
+
+    cfg = OmegaConf.load(REPO_ROOT / "configs" / "config.yaml")
+    cfg.asr = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    melgen = load_melgen({"model_state_dict": det_state_dict(fx["manifest_melgen"], fx["constants_melgen"])}, cfg)
+    asr = load_asr_checkpoint({"model_state_dict": det_state_dict(fx["manifest_asr"], fx["constants_asr"])}, cfg.asr)
+    return melgen, asr
+
+
+def test_sampler_parity():
+    from models.diffusion import DiffusionSchedule
+    from models.sampler import GuidedSampler, asr_guidance
+
+    fx = load_fixture("sampler.pt")
+    melgen, asr = _sampler_models(fx)
+    sch = fx["schedule"]
+    schedule = DiffusionSchedule(sch["T"], sch["beta_0"], sch["beta_T"])
+
+    def run(inp):
+        sampler = GuidedSampler(melgen, schedule, w_video=inp["w_video"], w_asr=inp["w_asr"],
+                                asr_start=inp["asr_start"])
+        tokens = inp["tokens"]
+        grad_fn = asr_guidance(asr, tokens, torch.full((tokens.shape[0],), tokens.shape[1]))
+        mel = sampler.sample(inp["mouthroi"], inp["face_image"], grad_fn=grad_fn, x_T=inp["x_T"],
+                             step_noise=inp["step_noise"], first_t=inp["first_t"])
+        return {"mel": mel}
+
+    finite = {"component": fx["component"],
+              "cases": [c for c in fx["cases"] if torch.isfinite(c["outputs"]["mel"]).all()]}
+    assert finite["cases"], "no finite case in sampler.pt"
+    failures = check_cases(finite, run, tol={"mel": 1e-4})
+    assert not failures, "\n".join(failures)
+
+    # A case whose reference is NaN: its 15 target tokens cannot be aligned to the ASR's 10 output
+    # frames (80 mel frames / 8), so the CTC loss is infinite, zeroed (zero_infinity) and its gradient
+    # is 0; the original then divides by ||g|| = 0. Here the guidance term is 0 instead: the result
+    # equals sampling without ASR guidance from the same noise.
+    for case in fx["cases"]:
+        if torch.isfinite(case["outputs"]["mel"]).all():
+            continue
+        inp = dict(case["inputs"])
+        assert inp["w_asr"] > 0 and inp["tokens"].shape[1] > inp["x"].shape[-1] // 8
+        guided = run(inp)["mel"]
+        unguided = run(dict(inp, w_asr=0.0))["mel"]
+        assert torch.isfinite(guided).all() and torch.equal(guided, unguided)
+
+
 # ---------------------------------------------------------------- mouth crops (mouthcrop.pt)
 def test_mouthcrop_parity(tmp_path):
     import shutil

@@ -184,6 +184,17 @@ def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tupl
     return normalize_text(text), "lip reader"
 
 
+def warn_if_text_too_long(cfg, n_tokens: int, mel_frames: int, clip: str = "clip") -> None:
+    """CTC cannot align more tokens than the ASR has output frames: the loss is then infinite,
+    zeroed, and the guidance has no effect. Say so instead of failing silently."""
+    from models.asr import output_lengths
+
+    frames = int(output_lengths(torch.tensor([mel_frames]), cfg["asr"])[0])
+    if n_tokens > frames:
+        log.warning("%s: the text has %d tokens but the ASR sees only %d frames; ASR guidance has no effect "
+                    "(the text is too long for the clip)", clip, n_tokens, frames)
+
+
 def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
                       device: torch.device, generator: torch.Generator | None = None,
                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +210,7 @@ def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_fra
     grad_fn = None
     if models.asr is not None and text:
         ids = models.tokenizer.encode(text)
+        warn_if_text_too_long(cfg, len(ids), mouth.shape[2] * models.melgen.upsample_factor)
         if ids:
             tokens = torch.tensor([ids], dtype=torch.long, device=device)
             grad_fn = asr_guidance(models.asr, tokens, torch.tensor([len(ids)], device=device))
