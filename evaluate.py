@@ -1,0 +1,29 @@
+"""Score generated speech against the ground truth (docs/evaluate.md).
+
+    python evaluate.py evaluate.generated_dir=<folder of <video_id>.wav> dataset.root=/data/LRS3
+    python evaluate.py evaluate.generated_dir=... evaluate.decoder=beam evaluate.device=cuda
+    python evaluate.py evaluate.generated_dir=... evaluate.recognizer=none     # no WER / CER
+
+Writes metrics_per_clip.csv, metrics_summary.json and metrics.md into evaluate.out_dir
+(default: the generated folder) and prints the Markdown table.
+"""
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from utils.errors import exit_on_user_error
+from utils.evaluation import run_evaluation
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    logging.getLogger().setLevel(logging.INFO)
+    result = run_evaluation(cfg)
+    print(result["table"], end="")
+    print(f"metrics: {result['outputs']['md'].parent}")
+
+
+if __name__ == "__main__":
+    main()

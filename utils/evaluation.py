@@ -1,0 +1,444 @@
+"""Scoring generated speech against the ground truth (evaluate.py; docs/evaluate.md).
+
+A folder of generated `<video_id>.wav` files (sub-folders allowed) is matched with the
+ground-truth `<video_id>.wav` and transcript of each clip. Per clip:
+
+- WER / CER (jiwer) between the normalised ground-truth text and the text a recogniser
+  reads from the generated wav. A recogniser is any callable `wavs -> texts` (a list of
+  1-D float arrays at the config's sample rate in, one string per wav out);
+  `build_recognizer` makes the default one, the project's ASR classifier at diffusion
+  step 0 on the normalised log-mel with greedy or beam-search CTC decoding.
+- STOI and ESTOI (pystoi), wide-band PESQ (NaN, with a warning, where PESQ cannot score),
+  log-mel L1 and mel cepstral distortion, lengths aligned by cropping to the shorter
+  (utils/metrics.py).
+
+Outputs: `metrics_per_clip.csv`, `metrics_summary.json` (means over clips, corpus-level
+WER / CER over all words, settings) and `metrics.md` (a Markdown table), each written
+under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dataloaders.mel import audio_params, log_mel, normalise_mel, peak_normalise, read_wav
+from utils.errors import LipVoicerError
+from utils.metrics import (char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores,
+                           word_errors)
+from utils.text_normalization import normalize_text, transcript_from_lrs_text
+
+log = logging.getLogger(__name__)
+
+# A recogniser: waveforms (1-D float arrays) -> one recognised text per waveform.
+Recognizer = Callable[[Sequence[np.ndarray]], list]
+
+METRICS = ("wer", "cer", "stoi", "estoi", "pesq", "log_mel_l1", "mcd")
+CSV_COLUMNS = ("video_id", *METRICS, "ref_words", "word_errors", "ref_chars", "char_errors",
+               "gen_seconds", "gt_seconds", "reference", "hypothesis")
+# Optional metrics that need downloaded models (DNSMOS; LSE-C / LSE-D from SyncNet) are not
+# implemented: this table is empty and any name in evaluate.extra_metrics is an error.
+EXTRA_METRICS: dict[str, Callable] = {}
+RECOGNIZERS = ("asr", "none")
+DECODERS = ("greedy", "beam")
+OUTPUT_FILES = ("metrics_per_clip.csv", "metrics_summary.json", "metrics.md")
+
+
+# ----------------------------------------------------------------------------- finding the clips
+@dataclass
+class Clip:
+    video_id: str
+    wav: Path                     # generated
+    gt_wav: Path | None = None
+    reference: str | None = None  # normalised ground-truth text (None = unknown)
+
+
+def find_generated_wavs(generated_dir: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(video_id, path) of every generated wav below the folder, sorted by id.
+
+    video_id is the path relative to the folder without `.wav`; `*_gt.wav` files and
+    anything hidden (a name starting with '.', e.g. a temporary file) are ignored.
+    """
+    root = Path(generated_dir)
+    if not root.is_dir():
+        raise LipVoicerError(f"{root}: generated audio directory not found (evaluate.generated_dir)")
+    found = []
+    for p in root.rglob("*.wav"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or p.name.endswith("_gt.wav") or not p.is_file():
+            continue
+        found.append((rel.with_suffix("").as_posix(), p))
+    if not found:
+        raise LipVoicerError(f"{root}: no generated .wav files found (evaluate.generated_dir)")
+    return sorted(found)
+
+
+def ground_truth_dirs(cfg, kind: str) -> list[Path]:
+    """Folders searched for `<video_id>.wav` (kind 'audio') or `<video_id>.txt` (kind 'text'), in order.
+
+    An explicit evaluate.gt_audios_dir / gt_text_dir is the only folder; otherwise each source
+    folder of the split under dataset.audios_dir / videos_dir, then that folder itself.
+    """
+    ev = cfg["evaluate"]
+    explicit = ev.get("gt_audios_dir") if kind == "audio" else ev.get("gt_text_dir")
+    if explicit:
+        return [Path(str(explicit))]
+    ds = cfg["dataset"]
+    base = Path(str(ds["audios_dir"] if kind == "audio" else ds["videos_dir"]))
+    split = ev.get("split")
+    dirs = []
+    if split:
+        splits = ds["splits"]
+        if split not in splits:
+            raise LipVoicerError(f"dataset '{ds['name']}' has no split '{split}' (evaluate.split; has: "
+                                 f"{', '.join(map(str, splits))})")
+        dirs = [base / str(src["dir"]) for src in splits[split]]
+    dirs.append(base)
+    return list(dict.fromkeys(dirs))
+
+
+def read_reference_text(path: str | os.PathLike) -> str | None:
+    """Normalised ground-truth text of a `.txt` file: an LRS transcript (`Text:  WORDS`) or a
+    generated clip's text file (a line `gt: <text>`); None when it holds neither."""
+    content = Path(path).read_text(encoding="utf-8", errors="replace")
+    for line in content.splitlines():
+        if line.startswith("gt:"):
+            return normalize_text(line[len("gt:"):])
+    if content.startswith("Text:"):
+        return transcript_from_lrs_text(content)
+    return None
+
+
+def _first_file(dirs: Sequence[Path], video_id: str, suffix: str) -> Path | None:
+    for d in dirs:
+        p = d / f"{video_id}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def match_ground_truth(cfg, generated: Sequence[tuple[str, Path]]) -> tuple[list[Clip], list[str]]:
+    """Clips with their ground truth, and the ids skipped because their ground-truth wav is missing."""
+    audio_dirs, text_dirs = ground_truth_dirs(cfg, "audio"), ground_truth_dirs(cfg, "text")
+    clips, skipped = [], []
+    for video_id, wav in generated:
+        gt_wav = _first_file(audio_dirs, video_id, ".wav")
+        if gt_wav is None:
+            log.warning("%s: no ground-truth audio (looked for %s); clip skipped", video_id,
+                        ", ".join(str(d / f"{video_id}.wav") for d in audio_dirs))
+            skipped.append(video_id)
+            continue
+        reference = None
+        txt = _first_file(text_dirs, video_id, ".txt")
+        if txt is not None:
+            reference = read_reference_text(txt)
+        beside = wav.with_suffix(".txt")
+        if reference is None and beside.is_file():
+            reference = read_reference_text(beside)
+        clips.append(Clip(video_id, wav, gt_wav, reference))
+    return clips, skipped
+
+
+# ----------------------------------------------------------------------------- the recogniser
+class ASRRecognizer:
+    """The project's ASR classifier as a recogniser: wavs -> texts.
+
+    Each wav is turned into a log-mel exactly as in training (peak-normalised, log-mel,
+    normalised to the diffusion range), clips are batched (sorted by length, zero-padded as
+    in training) and read at diffusion step 0, then decoded greedily or by a beam decoder
+    (an object with `decode(logits, lengths) -> texts`, utils/ctc_decoding.py). The model's
+    convolutions are not masked, so in a padded batch the end of a shorter clip can read
+    slightly differently than alone; batch_size=1 gives each clip's own result.
+    """
+
+    name = "asr"
+
+    def __init__(self, model: torch.nn.Module, tokenizer, audio_cfg=None, device: str | torch.device = "cpu",
+                 decoder=None, batch_size: int = 1):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.audio = audio_params(audio_cfg)
+        self.device = torch.device(device)
+        self.decoder = decoder
+        self.batch_size = max(1, int(batch_size))
+
+    def mel(self, wav: np.ndarray) -> torch.Tensor:
+        """(n_mels, frames) normalised log-mel of a waveform."""
+        x = np.ascontiguousarray(peak_normalise(np.asarray(wav, dtype=np.float32), self.audio["peak_scale"]))
+        return normalise_mel(log_mel(torch.from_numpy(x), self.audio), self.audio["clamp_min"])
+
+    @torch.inference_mode()
+    def _batch(self, mels: list[torch.Tensor]) -> list[str]:
+        lengths = torch.tensor([m.shape[1] for m in mels], dtype=torch.long)
+        x = torch.zeros(len(mels), mels[0].shape[0], int(lengths.max()))
+        for i, m in enumerate(mels):
+            x[i, :, :m.shape[1]] = m
+        steps = torch.zeros(len(mels), 1, device=self.device)
+        logits, out_lengths = self.model(x.to(self.device), lengths.to(self.device), steps)
+        logits, out_lengths = logits.float().cpu(), out_lengths.cpu()
+        if self.decoder is not None:
+            return list(self.decoder.decode(logits, out_lengths))
+        from utils.ctc_decoding import greedy_texts
+
+        return greedy_texts(logits, out_lengths, self.tokenizer)
+
+    def __call__(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        mels = [self.mel(w) for w in wavs]
+        order = sorted(range(len(mels)), key=lambda i: mels[i].shape[1])
+        texts: list[str] = [""] * len(mels)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            for i, t in zip(idx, self._batch([mels[i] for i in idx])):
+                texts[i] = t
+        return texts
+
+
+def asr_checkpoint(cfg) -> Path:
+    """evaluate.asr_ckpt, or the published fine-tune for generate.dataset."""
+    path = cfg["evaluate"].get("asr_ckpt")
+    if path:
+        return Path(str(path))
+    from models.asr import asr_checkpoint_path
+
+    return asr_checkpoint_path(cfg, cfg["generate"]["dataset"])
+
+
+def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognizer | None:
+    """The recogniser evaluate.recognizer asks for (None for `none`)."""
+    ev = cfg["evaluate"]
+    kind = str(ev.get("recognizer") or "none").lower()
+    if kind not in RECOGNIZERS:
+        raise LipVoicerError(f"evaluate.recognizer: unknown recogniser '{kind}' (use {' or '.join(RECOGNIZERS)})")
+    if kind == "none":
+        return None
+    decoder_kind = str(ev.get("decoder") or "greedy").lower()
+    if decoder_kind not in DECODERS:
+        raise LipVoicerError(f"evaluate.decoder: unknown decoder '{decoder_kind}' (use {' or '.join(DECODERS)})")
+    from models.asr import load_asr_checkpoint
+    from utils.bpe_tokenizer import BPETokenizer
+    from utils.distributed import resolve_device
+
+    device = torch.device(device) if device is not None else resolve_device(ev.get("device", "auto"))
+    tok_path = Path(str(ev["tokenizer"]))
+    if not tok_path.is_file():
+        raise LipVoicerError(f"{tok_path}: tokenizer not found (evaluate.tokenizer); fetch it with: "
+                             "python download_checkpoints.py --only tokenizer_bpe256")
+    tokenizer = BPETokenizer(tok_path)
+    if tokenizer.vocab_size != int(cfg["asr"]["vocab_size"]):
+        raise LipVoicerError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} pieces but asr.vocab_size is "
+                             f"{cfg['asr']['vocab_size']}")
+    model = load_asr_checkpoint(asr_checkpoint(cfg), cfg["asr"], map_location=device)
+    decoder = None
+    if decoder_kind == "beam":
+        from utils.ctc_decoding import build_beam_decoder
+
+        decoder = build_beam_decoder(cfg, tokenizer, use_lm=bool(ev.get("beam_lm", True)))
+    return ASRRecognizer(model, tokenizer, cfg["audio"], device, decoder, int(ev.get("batch_size", 1)))
+
+
+# ----------------------------------------------------------------------------- metrics
+def clip_metrics(generated: np.ndarray, reference_wav: np.ndarray, reference_text: str | None = None,
+                 hypothesis: str | None = None, audio_cfg=None, mcd_coeffs: int = 13) -> dict:
+    """All metrics of one clip; WER / CER are NaN without a reference text or hypothesis."""
+    p = audio_params(audio_cfg)
+    sr = int(p["sampling_rate"])
+    nan = math.nan
+    row = {m: nan for m in METRICS}
+    row.update(ref_words=0, word_errors=0, ref_chars=0, char_errors=0,
+               gen_seconds=len(generated) / sr, gt_seconds=len(reference_wav) / sr,
+               reference="" if reference_text is None else reference_text,
+               hypothesis="" if hypothesis is None else normalize_text(hypothesis))
+    if reference_text is not None and hypothesis is not None:
+        we, nw = word_errors(reference_text, row["hypothesis"])
+        ce, nc = char_errors(reference_text, row["hypothesis"])
+        row.update(word_errors=we, ref_words=nw, char_errors=ce, ref_chars=nc,
+                   wer=we / nw if nw else nan, cer=ce / nc if nc else nan)
+    row["stoi"], row["estoi"] = stoi_scores(reference_wav, generated, sr)
+    row["pesq"] = pesq_wb(reference_wav, generated, sr)
+    row["log_mel_l1"] = log_mel_l1(reference_wav, generated, p)
+    row["mcd"] = mel_cepstral_distortion(reference_wav, generated, p, n_coeffs=int(mcd_coeffs))
+    return row
+
+
+def _finite_mean(values) -> float | None:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    return float(v.mean()) if len(v) else None
+
+
+def summarise(rows: Sequence[dict], settings: dict | None = None) -> dict:
+    """Means over clips (NaNs left out; None when no clip has a value), the number of clips
+    with a value per metric, and the corpus-level WER / CER over all words / characters
+    (total edits / total reference length: what jiwer gives on the lists of texts) of the
+    clips that have a reference text and a hypothesis."""
+    scored = [r for r in rows if math.isfinite(r["wer"])]
+    words = sum(r["ref_words"] for r in scored)
+    chars = sum(r["ref_chars"] for r in scored if math.isfinite(r["cer"]))
+    return {
+        "n_clips": len(rows),
+        "corpus_wer": sum(r["word_errors"] for r in scored) / words if words else None,
+        "corpus_cer": sum(r["char_errors"] for r in scored if math.isfinite(r["cer"])) / chars if chars else None,
+        "n_words": int(words),
+        "means": {m: _finite_mean(r[m] for r in rows) for m in METRICS},
+        "n_valid": {m: sum(1 for r in rows if math.isfinite(r[m])) for m in METRICS},
+        "settings": dict(settings or {}),
+    }
+
+
+_TABLE = (("WER (%)", "corpus_wer", 100.0, 2), ("CER (%)", "corpus_cer", 100.0, 2),
+          ("STOI", "stoi", 1.0, 4), ("ESTOI", "estoi", 1.0, 4), ("PESQ (wide-band)", "pesq", 1.0, 3),
+          ("log-mel L1", "log_mel_l1", 1.0, 4), ("MCD (dB)", "mcd", 1.0, 3))
+
+
+def markdown_table(summary: dict) -> str:
+    """| metric | value | table: clips, corpus WER / CER in %, then the means of the signal metrics."""
+    lines = ["| metric | value |", "| --- | --- |", f"| clips | {summary['n_clips']} |"]
+    for label, key, scale, digits in _TABLE:
+        v = summary.get(key) if key.startswith("corpus_") else summary["means"].get(key)
+        lines.append(f"| {label} | {'n/a' if v is None else f'{v * scale:.{digits}f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return _json_safe(x.item())
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to a temporary file in the same folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _csv_value(v):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def write_outputs(rows: Sequence[dict], summary: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """metrics_per_clip.csv, metrics_summary.json, metrics.md in out_dir (each atomically)."""
+    out_dir = Path(out_dir)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        w.writerow([_csv_value(r[c]) for c in CSV_COLUMNS])
+    paths = {
+        "csv": atomic_write_text(out_dir / OUTPUT_FILES[0], buf.getvalue()),
+        "json": atomic_write_text(out_dir / OUTPUT_FILES[1],
+                                  json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"),
+        "md": atomic_write_text(out_dir / OUTPUT_FILES[2], markdown_table(summary)),
+    }
+    return paths
+
+
+# ----------------------------------------------------------------------------- the whole run
+def check_extra_metrics(names) -> list[str]:
+    names = [str(n) for n in (names or [])]
+    for n in names:
+        if n.lower() not in EXTRA_METRICS:
+            raise LipVoicerError(f"evaluate.extra_metrics: unknown metric '{n}' (available: "
+                                 f"{', '.join(EXTRA_METRICS) or 'none; DNSMOS and LSE are not implemented'})")
+    return names
+
+
+_UNSET = object()
+
+
+def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
+    """Score evaluate.generated_dir; writes the three output files and returns the summary
+    (with `rows` (per-clip dicts), `outputs` (paths) and `table` (Markdown) added).
+
+    recognizer: a callable wavs -> texts to use instead of the configured one; None turns WER /
+    CER off; left out, evaluate.recognizer decides (build_recognizer).
+    """
+    from tqdm import tqdm
+
+    ev = cfg["evaluate"]
+    check_extra_metrics(ev.get("extra_metrics"))
+    if not ev.get("generated_dir"):
+        raise LipVoicerError("evaluate.generated_dir: not set (the folder of generated <video_id>.wav files)")
+    gen_dir = Path(str(ev["generated_dir"]))
+    generated = find_generated_wavs(gen_dir)
+    clips, skipped = match_ground_truth(cfg, generated)
+    if not clips:
+        raise LipVoicerError(f"{gen_dir}: none of the {len(generated)} generated clips has a ground-truth wav "
+                             f"(looked in {', '.join(map(str, ground_truth_dirs(cfg, 'audio')))})")
+    if recognizer is _UNSET:
+        recognizer = build_recognizer(cfg)
+    audio = audio_params(cfg["audio"])
+    sr = int(audio["sampling_rate"])
+    no_text = [c.video_id for c in clips if c.reference is None]
+    if recognizer is not None and no_text:
+        log.warning("%d clip(s) have no ground-truth text (no WER / CER for them), e.g. %s", len(no_text), no_text[0])
+
+    batch = max(1, int(ev.get("batch_size", 1)))
+    rows = []
+    with tqdm(total=len(clips), desc="evaluate", unit="clip", disable=not bool(ev.get("progress", True))) as bar:
+        for s in range(0, len(clips), batch):
+            chunk = clips[s:s + batch]
+            gens = [read_wav(c.wav, sr) for c in chunk]
+            gts = [read_wav(c.gt_wav, sr) for c in chunk]
+            hyps = [None] * len(chunk)
+            if recognizer is not None:
+                hyps = list(recognizer(gens))
+                if len(hyps) != len(chunk):
+                    raise RuntimeError(f"recogniser returned {len(hyps)} texts for {len(chunk)} wavs")
+            for c, g, t, h in zip(chunk, gens, gts, hyps):
+                row = {"video_id": c.video_id,
+                       **clip_metrics(g, t, c.reference, h, audio, int(ev.get("mcd_coeffs", 13)))}
+                if math.isnan(row["pesq"]):
+                    log.warning("%s: PESQ could not be computed (silent or too short audio); recorded as NaN",
+                                c.video_id)
+                rows.append(row)
+                bar.update(1)
+
+    settings = {
+        "generated_dir": str(gen_dir),
+        "gt_audio_dirs": [str(d) for d in ground_truth_dirs(cfg, "audio")],
+        "gt_text_dirs": [str(d) for d in ground_truth_dirs(cfg, "text")],
+        "split": ev.get("split"),
+        "dataset": cfg["dataset"]["name"],
+        "recognizer": None if recognizer is None else getattr(recognizer, "name", type(recognizer).__name__),
+        "sampling_rate": sr,
+        "mcd_coeffs": int(ev.get("mcd_coeffs", 13)),
+        "n_generated": len(generated),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+    }
+    if isinstance(recognizer, ASRRecognizer):
+        settings.update(asr_ckpt=str(asr_checkpoint(cfg)), tokenizer=str(ev["tokenizer"]),
+                        decoder=str(ev.get("decoder")), beam_lm=bool(ev.get("beam_lm", True)),
+                        device=str(recognizer.device))
+    summary = summarise(rows, settings)
+    out_dir = Path(str(ev.get("out_dir") or gen_dir))
+    outputs = write_outputs(rows, summary, out_dir)
+    return {**summary, "rows": rows, "outputs": outputs, "table": markdown_table(summary)}
