@@ -123,7 +123,8 @@ def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device
     from dataloaders.lrs_dataset import ClipPaths, MelGenTestDataset, list_split_clips
     from dataloaders.mel import denormalise_mel
     from models.hifigan import vocode
-    from models.sampler import GuidedSampler, asr_guidance
+    from models.fast_samplers import build_sampler
+    from models.sampler import asr_guidance
     from utils.distributed import resolve_device
     from utils.video_to_speech import check_writable, load_generation_models, warn_if_text_too_long
 
@@ -171,8 +172,7 @@ def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device
 
     if models is None:
         models = load_generation_models(cfg, device)
-    sampler = GuidedSampler(models.melgen, models.schedule, w_video=gen["w_video"], w_asr=gen["w_asr"],
-                            asr_start=gen["asr_start"])
+    sampler = build_sampler(gen, models.melgen, models.schedule)
     dataset = MelGenTestDataset(cfg, clips=todo)
     index = {c: i for i, c in enumerate(todo)}
     generator = torch.Generator(device=device).manual_seed(int(gen["seed"]) + rank)

@@ -145,6 +145,7 @@ def load_generation_models(cfg, device: torch.device) -> GenerationModels:
     from models.diffusion import DiffusionSchedule
     from models.hifigan import load_hifigan
     from models.melgen_checkpoint import load_melgen
+    from models.weight_norm import fold_weight_norm
     from utils.bpe_tokenizer import BPETokenizer
 
     files = generation_files(cfg)
@@ -159,6 +160,7 @@ def load_generation_models(cfg, device: torch.device) -> GenerationModels:
         asr.requires_grad_(False)
     melgen = load_melgen(files["melgen"], cfg, map_location=device)
     melgen.requires_grad_(False)
+    fold_weight_norm(melgen)  # g * v / ||v|| once, not in every one of the 400 x 2 forward passes
     vocoder = load_hifigan(files["vocoder"], cfg["vocoder"], map_location=device)
     schedule = DiffusionSchedule.from_config(cfg["diffusion"], device=device)
     return GenerationModels(melgen, vocoder, schedule, asr, tokenizer, files)
@@ -202,7 +204,8 @@ def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_fra
     from dataloaders.lrs_dataset import face_to_tensor, mouth_to_tensor
     from dataloaders.mel import denormalise_mel
     from models.hifigan import vocode
-    from models.sampler import GuidedSampler, asr_guidance
+    from models.fast_samplers import build_sampler
+    from models.sampler import asr_guidance
 
     gen = cfg["generate"]
     mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
@@ -216,8 +219,7 @@ def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_fra
             grad_fn = asr_guidance(models.asr, tokens, torch.tensor([len(ids)], device=device))
     if models.asr is not None and grad_fn is None:
         log.warning("no text to guide with: sampling without ASR guidance")
-    sampler = GuidedSampler(models.melgen, models.schedule, w_video=gen["w_video"], w_asr=gen["w_asr"],
-                            asr_start=gen["asr_start"])
+    sampler = build_sampler(gen, models.melgen, models.schedule)
     x = sampler.sample(mouth, face, grad_fn=grad_fn, generator=generator, progress=progress)
     mel = denormalise_mel(x[0].float(), float(cfg["audio"]["clamp_min"]))
     audio = vocode(models.vocoder, mel, peak_scale=float(cfg["vocoder"]["peak_scale"]))

@@ -1,0 +1,185 @@
+"""Few-step samplers (DDIM, DPM-Solver++(2M)), bf16 autocast and build_sampler on a tiny random MelGen."""
+import pytest
+import torch
+
+from models.diffusion import DiffusionSchedule
+from models.fast_samplers import (AncestralSampler, DDIMSampler, DPMSolverSampler, build_sampler,
+                                  timestep_subsequence)
+from models.melgen_checkpoint import build_melgen
+from models.sampler import GuidedSampler, asr_guidance
+from tests.conftest import TINY_MELGEN, compose_cfg
+from tests.parity_utils import rel_err
+from utils.errors import LipVoicerError
+
+TINY_ASR = ["asr.vocab_size=20", "asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]",
+            "asr.num_heads=2", "asr.conv_kernel=5", "asr.ff_ratio=2", "asr.step_embed_dim_in=16",
+            "asr.step_embed_dim_mid=32", "asr.step_embed_dim_out=32"]
+T = 50
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = compose_cfg(TINY_MELGEN + TINY_ASR + [f"diffusion.T={T}"])
+    torch.manual_seed(0)
+    model = build_melgen(cfg).eval()
+    # the zero-initialised output layer would predict eps = 0; give it unit-ish outputs
+    torch.nn.init.normal_(model.net_diffwave.final_conv[2].conv.weight, std=0.3)
+    return cfg, model, DiffusionSchedule.from_config(cfg.diffusion)
+
+
+def _clip(cfg, frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    s, f = cfg.video.mouth_crop, cfg.video.face_size
+    return torch.randn(1, 1, frames, s, s, generator=g), torch.randn(1, 3, f, f, generator=g)
+
+
+def _noise(shape, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g), [torch.randn(shape, generator=g) for _ in range(n)]
+
+
+def test_timestep_subsequence():
+    assert timestep_subsequence(5, 49) == [49, 37, 24, 12, 0]
+    assert timestep_subsequence(50, 49) == list(range(49, -1, -1))
+    assert timestep_subsequence(80, 9) == list(range(9, -1, -1))  # capped at every step
+    assert timestep_subsequence(1, 49) == [49]
+    assert timestep_subsequence(2, 49) == [49, 0]
+
+
+def test_ddim_eta1_all_steps_is_the_ancestral_sampler(tiny):
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 6, 1)
+    x_T, noise = _noise((1, 80, 24), T - 1, 2)
+    target = torch.randn(1, 80, 24, generator=torch.Generator().manual_seed(3))
+
+    def grad_fn(x, lengths, steps):  # gradient of 0.5 ||x - target||^2, a stand-in for the ASR
+        return x - target
+
+    anc = GuidedSampler(model, sch, 2.0, 1.5, 30).sample(m, f, grad_fn=grad_fn, x_T=x_T, step_noise=noise)
+    ddim = DDIMSampler(model, sch, 2.0, 1.5, 30, steps=T, eta=1.0).sample(m, f, grad_fn=grad_fn, x_T=x_T,
+                                                                         step_noise=noise)
+    assert rel_err(ddim, anc) < 1e-5
+
+
+def test_deterministic_given_x_T(tiny):
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 4, 1)
+    x_T = torch.randn(1, 80, 16, generator=torch.Generator().manual_seed(0))
+    for cls in (DDIMSampler, DPMSolverSampler):
+        s = cls(model, sch, 2.0, 0.0, 30, steps=8)
+        a = s.sample(m, f, x_T=x_T, generator=torch.Generator().manual_seed(1))
+        b = s.sample(m, f, x_T=x_T, generator=torch.Generator().manual_seed(2))
+        c = s.sample(m, f, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b) and not torch.equal(a, c) and torch.isfinite(a).all(), cls.__name__
+    # eta > 0 draws fresh noise at every step with t > 0
+    s = DDIMSampler(model, sch, 2.0, 0.0, 30, steps=8, eta=1.0)
+    a = s.sample(m, f, x_T=x_T, generator=torch.Generator().manual_seed(1))
+    b = s.sample(m, f, x_T=x_T, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)
+
+
+def test_dpm_solver_and_ddim_converge_to_the_same_ode_solution(tiny):
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 6, 4)
+    x_T = torch.randn(1, 80, 24, generator=torch.Generator().manual_seed(5))
+    run = {(cls, n): cls(model, sch, 2.0, 0.0, 30, steps=n).sample(m, f, x_T=x_T)
+           for cls in (DDIMSampler, DPMSolverSampler) for n in (T, 25)}
+    fine_ddim, fine_dpm = run[DDIMSampler, T], run[DPMSolverSampler, T]
+    # every step of the schedule: measured 1.6e-3 (DDIM's own first-order error at 50 steps)
+    assert rel_err(fine_ddim, fine_dpm) < 5e-3
+    # second order: at 25 steps DPM-Solver++ is far closer to the limit than DDIM (measured 5.5e-4 vs 3.3e-3)
+    err_dpm, err_ddim = rel_err(run[DPMSolverSampler, 25], fine_dpm), rel_err(run[DDIMSampler, 25], fine_dpm)
+    assert err_dpm < 0.5 * err_ddim and err_dpm < 2e-3
+
+
+@pytest.mark.parametrize("cls", [DDIMSampler, DPMSolverSampler])
+def test_batch_of_different_lengths(tiny, cls):
+    cfg, model, sch = tiny
+    (m1, f1), (m2, f2) = _clip(cfg, 8, 1), _clip(cfg, 5, 2)
+    mouth = torch.zeros(2, 1, 8, *m1.shape[-2:])
+    mouth[0], mouth[1, :, :5] = m1[0], m2[0]
+    face = torch.cat((f1, f2))
+    lengths = torch.tensor([32, 20])
+    x_T = torch.randn(2, 80, 32, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(2, 80, 32, generator=torch.Generator().manual_seed(1))
+    s = cls(model, sch, 2.0, 1.5, 30, steps=6)
+    out = s.sample(mouth, face, grad_fn=lambda x, lengths, steps: x - target, lengths=lengths, x_T=x_T)
+    assert out.shape == (2, 80, 32) and torch.isfinite(out).all()
+    assert out[1, :, 20:].abs().max() == 0
+    alone = s.sample(m1, f1, grad_fn=lambda x, lengths, steps: x - target[:1], x_T=x_T[:1])
+    assert rel_err(out[:1], alone) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_asr(tiny):
+    from models.asr import build_asr
+
+    cfg = tiny[0]
+    torch.manual_seed(1)
+    return build_asr(cfg.asr).eval()
+
+
+@pytest.mark.parametrize("cls", [DDIMSampler, DPMSolverSampler])
+def test_asr_guidance(tiny, tiny_asr, cls):
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 8, 3)
+    x_T = torch.randn(1, 80, 32, generator=torch.Generator().manual_seed(0))
+    tokens = torch.tensor([[3, 7, 5]])
+    inner = asr_guidance(tiny_asr, tokens, torch.tensor([3]))
+    calls = []
+
+    def grad_fn(x, lengths, steps):
+        calls.append(int(steps[0, 0]))
+        return inner(x, lengths, steps)
+
+    asr_start = 30
+    plain = cls(model, sch, 2.0, 0.0, asr_start, steps=10).sample(m, f, x_T=x_T)
+    off = cls(model, sch, 2.0, 0.0, asr_start, steps=10).sample(m, f, grad_fn=grad_fn, x_T=x_T)
+    assert calls == [] and torch.equal(off, plain)
+    s = cls(model, sch, 2.0, 1.5, asr_start, steps=10)
+    guided = s.sample(m, f, grad_fn=grad_fn, x_T=x_T)
+    expected = [t for t in s.timesteps() if t <= asr_start]
+    assert calls == expected and len(expected) == 6
+    assert torch.isfinite(guided).all() and rel_err(guided, plain) > 1e-3
+
+
+def test_bf16_close_to_fp32(tiny, tiny_asr):
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 6, 5)
+    x_T, noise = _noise((1, 80, 24), T - 1, 6)
+    grad_fn = asr_guidance(tiny_asr, torch.tensor([[2, 9]]), torch.tensor([2]))
+    for make in (lambda bf16: AncestralSampler(model, sch, 2.0, 1.5, 30, bf16=bf16),
+                 lambda bf16: DDIMSampler(model, sch, 2.0, 1.5, 30, steps=10, bf16=bf16),
+                 lambda bf16: DPMSolverSampler(model, sch, 2.0, 1.5, 30, steps=10, bf16=bf16)):
+        fp32, bf16 = make(False), make(True)
+        a = fp32.sample(m, f, grad_fn=grad_fn, x_T=x_T, step_noise=noise)
+        b = bf16.sample(m, f, grad_fn=grad_fn, x_T=x_T, step_noise=noise)
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+        # measured about 3e-3 on CPU
+        assert 0 < rel_err(b, a) < 5e-2, type(fp32).__name__
+        assert bf16.model is model and fp32.model is model
+    # without bf16, AncestralSampler is GuidedSampler exactly
+    a = GuidedSampler(model, sch, 2.0, 0.0, 30).sample(m, f, x_T=x_T, step_noise=noise)
+    assert torch.equal(AncestralSampler(model, sch, 2.0, 0.0, 30).sample(m, f, x_T=x_T, step_noise=noise), a)
+
+
+def test_build_sampler(tiny):
+    cfg, model, sch = tiny
+    gen = cfg.generate
+    assert type(build_sampler({**gen, "sampler": "ancestral"}, model, sch)) is GuidedSampler
+    s = build_sampler({**gen, "sampler": "ancestral", "bf16": True}, model, sch)
+    assert isinstance(s, AncestralSampler) and s.bf16
+    s = build_sampler({**gen, "sampler": "ddim", "steps": 10}, model, sch)
+    assert isinstance(s, DDIMSampler) and s.steps == 10 and s.eta == 0 and not s.bf16
+    assert (s.w_video, s.w_asr, s.asr_start) == (gen.w_video, gen.w_asr, gen.asr_start)
+    s = build_sampler({**gen, "sampler": "dpm_solver", "steps": T, "bf16": True}, model, sch)
+    assert isinstance(s, DPMSolverSampler) and s.steps == T and s.bf16
+    # ancestral ignores generate.steps (400 by default, more than this T)
+    assert type(build_sampler({**gen, "steps": 400}, model, sch)) is GuidedSampler
+    for bad, word in (({"sampler": "euler"}, "euler"), ({"sampler": "ddim", "steps": 0}, "0"),
+                      ({"sampler": "dpm_solver", "steps": T + 1}, str(T + 1)),
+                      ({"sampler": "ddim", "steps": "many"}, "many")):
+        with pytest.raises(LipVoicerError) as e:
+            build_sampler({**gen, **bad}, model, sch)
+        msg = str(e.value)
+        assert "\n" not in msg and word in msg and "generate." in msg
