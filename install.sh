@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh Debian/Ubuntu machine (Python 3.11):
+# system packages with apt (only those missing), then requirements.txt with pip.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# espeak-ng: synthetic-corpus speech; ffmpeg: command-line video tools (tests);
+# libgl1, libglib2.0-0: shared libraries of OpenCV and MediaPipe.
+need=()
+for pkg in espeak-ng ffmpeg libgl1 libglib2.0-0; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt
