@@ -61,13 +61,17 @@ def log_mel_l1(reference: np.ndarray, generated: np.ndarray, audio_cfg=None) -> 
 
 
 def mel_cepstral_distortion(reference: np.ndarray, generated: np.ndarray, audio_cfg=None, n_coeffs: int = 13) -> float:
-    """MCD in dB from DCT-II cepstra of the log-mels (c0 excluded), frames aligned by position."""
+    """MCD in dB, frames aligned by position: mel-cepstra are the orthonormal DCT-II of the
+    natural-log mel amplitudes (80 bands; c0, the energy, excluded), and
+    MCD = 10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2), averaged over frames. Computed on
+    mel-filterbank cepstra, not on SPTK mel-generalised cepstra: compare values between
+    systems scored here, not with figures from other toolkits."""
     ref, gen = _align(reference, generated)
     a = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(ref))), audio_cfg).numpy()
     b = log_mel(torch.from_numpy(np.ascontiguousarray(peak_normalise(gen))), audio_cfg).numpy()
     n = a.shape[0]
     k = np.arange(n)
-    dct = np.cos(np.pi / n * (k[None, :] + 0.5) * np.arange(n_coeffs + 1)[:, None])
+    dct = np.sqrt(2.0 / n) * np.cos(np.pi / n * (k[None, :] + 0.5) * np.arange(n_coeffs + 1)[:, None])
     ca, cb = dct @ a, dct @ b
     diff = ca[1:] - cb[1:]
     return float((10.0 / np.log(10)) * np.sqrt(2.0) * np.mean(np.sqrt((diff ** 2).sum(axis=0))))
