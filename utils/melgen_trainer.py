@@ -24,7 +24,7 @@ from models.diffusion import DiffusionSchedule, melgen_training_loss
 from models.melgen import count_parameters
 from models.melgen_checkpoint import build_melgen, melgen_state_dict, save_melgen
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
-from utils.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.training import prune_checkpoints, resolve_resume, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def train(cfg) -> Path | None:
             _log_images(writer, model, schedule, batch, it, info.device)
             model.train()
 
-        out_of_time = max_seconds > 0 and time.time() - t_start > max_seconds
+        out_of_time = max_seconds > 0 and any_rank(time.time() - t_start > max_seconds, info)
         if it % int(t["iters_per_ckpt"]) == 0 or it >= n_iters or out_of_time:
             save(it)
         if it >= n_iters or out_of_time:

@@ -30,7 +30,7 @@ from models.diffusion import DiffusionSchedule
 from utils.bpe_tokenizer import BPETokenizer
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
 from utils.ctc_decoding import greedy_decode
-from utils.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.errors import LipVoicerError
 from utils.training import prune_checkpoints, resolve_resume, rng_state, seed_everything, set_rng_state
 
@@ -136,6 +136,10 @@ def train(cfg) -> Path | None:
     max_t = int(t["max_t"])
     if not 0 < max_t <= int(cfg["diffusion"]["T"]):
         raise LipVoicerError(f"asr.train.max_t={max_t}: must be in 1..diffusion.T={cfg['diffusion']['T']}")
+    bad_t = [int(v) for v in t["eval_t"] if not 0 <= int(v) < int(cfg["diffusion"]["T"])]
+    if bad_t:
+        raise LipVoicerError(f"asr.train.eval_t={list(t['eval_t'])}: every step must be in "
+                             f"0..diffusion.T-1={int(cfg['diffusion']['T']) - 1}")
 
     tokenizer = load_tokenizer(cfg)
     dataset = ASRDataset(cfg, "train", tokenizer, int(t["max_frames"]), seed=int(cfg["seed"]))
@@ -247,7 +251,7 @@ def train(cfg) -> Path | None:
                 writer.add_scalar("train/grad_norm", float(grad_norm), it)
         if info.is_main and int(t["iters_per_eval"]) > 0 and (it % int(t["iters_per_eval"]) == 0 or it == n_iters):
             run_eval(it)
-        out_of_time = max_seconds > 0 and time.time() - t_start > max_seconds
+        out_of_time = max_seconds > 0 and any_rank(time.time() - t_start > max_seconds, info)
         if it % int(t["iters_per_ckpt"]) == 0 or it >= n_iters or out_of_time:
             save(it)
         if out_of_time:
