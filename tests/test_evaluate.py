@@ -242,3 +242,14 @@ def test_script_prints_table_and_fails_cleanly(corpus, tmp_path):
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {missing}: "), r.stderr
+
+
+def test_default_generated_dir_is_the_batch_generation_folder(tmp_path, caplog):
+    from tests.conftest import compose_cfg
+    from utils.evaluation import run_evaluation
+
+    cfg = compose_cfg([f"generate.save_dir={tmp_path}", "generate.w_asr=0", "evaluate.progress=false",
+                       "evaluate.recognizer=none"])
+    with pytest.raises(LipVoicerError) as e:
+        run_evaluation(cfg, recognizer=None)
+    assert str(e.value).startswith(f"{tmp_path}/generated_mels/LRS3/w1=2_w2=0_asr_start=270: ")

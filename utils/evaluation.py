@@ -384,9 +384,15 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
 
     ev = cfg["evaluate"]
     check_extra_metrics(ev.get("extra_metrics"))
-    if not ev.get("generated_dir"):
-        raise LipVoicerError("evaluate.generated_dir: not set (the folder of generated <video_id>.wav files)")
-    gen_dir = Path(str(ev["generated_dir"]))
+    if ev.get("generated_dir"):
+        gen_dir = Path(str(ev["generated_dir"]))
+    else:  # the folder inference_full_test_split.py writes for the same generate.* settings
+        from utils.batch_generation import run_dir
+
+        g = cfg["generate"]
+        gen_dir = run_dir(g["save_dir"], cfg["dataset"]["name"], g["w_video"], g["w_asr"], g["asr_start"])
+        log.info("evaluate.generated_dir not set: scoring %s (from generate.save_dir and the guidance settings)",
+                 gen_dir)
     generated = find_generated_wavs(gen_dir)
     clips, skipped = match_ground_truth(cfg, generated)
     if not clips:
