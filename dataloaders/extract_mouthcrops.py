@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -163,7 +164,9 @@ def run_batch(jobs: list[tuple[str, str]], worker, extra, num_workers: int, desc
     failed = 0
     bar = tqdm(total=len(jobs), desc=desc, unit="file", dynamic_ncols=True, disable=not progress)
     if num_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(num_workers, len(jobs))) as pool:
+        # "spawn": a forked child of a process that has already run MediaPipe (its graph threads)
+        # can crash; fresh interpreters cannot.
+        with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
             for err in pool.map(worker, [j[0] for j in jobs], [j[1] for j in jobs], [extra] * len(jobs)):
                 bar.update(1)
                 if err:

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from models.diffusion import DiffusionSchedule
-from models.sampler import GradFn, GuidedSampler, _per_clip_norm, frame_mask
+from models.sampler import GradFn, GuidedSampler
 from utils.errors import LipVoicerError
 
 __all__ = ["SAMPLERS", "AncestralSampler", "DDIMSampler", "DPMSolverSampler", "bf16_autocast", "build_sampler",
@@ -165,30 +165,9 @@ class _FewStepSampler(_BF16Mixin, GuidedSampler):
         """abar at an integer timestep (float64 arithmetic from here on); t = -1 is the clean end, abar = 1."""
         return 1.0 if t < 0 else self._alpha_bars[t]
 
-    def _start(self, mouthroi, face_image, lengths, x_T, generator):
-        b, _, frames = mouthroi.shape[:3]
-        dev = mouthroi.device
-        length = frames * self.melgen.upsample_factor
-        n_mels = self.melgen.net_diffwave.init_conv[0].conv.in_channels
-        lengths = torch.full((b,), length, device=dev, dtype=torch.long) if lengths is None else lengths.to(dev)
-        mask = frame_mask(lengths, length)
-        if x_T is None:
-            x_T = torch.randn((b, n_mels, length), generator=generator, device=dev)
-        x = x_T.to(dev).float() * mask
-        projs = self.prepare_conditions(mouthroi, face_image, length)
-        return x, mask, lengths, projs
-
     def _eps(self, x, projs, t: int, mask, lengths, grad_fn: GradFn | None) -> torch.Tensor:
         """The guided noise prediction at t: video CFG, plus the ASR term for t <= asr_start."""
-        eps = self.guided_eps(x, projs, t) * mask
-        if grad_fn is not None and self.w_asr > 0 and t <= self.asr_start:
-            steps = torch.full((x.shape[0], 1), float(t), device=x.device)
-            with torch.enable_grad():
-                g = grad_fn(x.detach(), lengths, steps) * mask
-            c = math.sqrt(1 - self._abar(t))
-            scale = c * self.w_asr * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30)
-            eps = eps + scale * g
-        return eps
+        return self.guided_eps_with_asr(x, projs, t, mask, lengths, grad_fn, math.sqrt(1 - self._abar(t)))
 
     def _x0(self, x, eps, t: int) -> torch.Tensor:
         ab = self._abar(t)

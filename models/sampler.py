@@ -74,6 +74,31 @@ class GuidedSampler:
             return eps
         return (1 + self.w_video) * eps[:b] - self.w_video * eps[b:]
 
+    def _start(self, mouthroi, face_image, lengths, x_T, generator):
+        """Initial state x (masked), frame mask, lengths and the condition projections of a batch."""
+        b, _, frames = mouthroi.shape[:3]
+        dev = mouthroi.device
+        length = frames * self.melgen.upsample_factor
+        n_mels = self.melgen.net_diffwave.init_conv[0].conv.in_channels
+        lengths = torch.full((b,), length, device=dev, dtype=torch.long) if lengths is None else lengths.to(dev)
+        mask = frame_mask(lengths, length)
+        if x_T is None:
+            x_T = torch.randn((b, n_mels, length), generator=generator, device=dev)
+        x = x_T.to(dev).float() * mask
+        return x, mask, lengths, self.prepare_conditions(mouthroi, face_image, length)
+
+    def guided_eps_with_asr(self, x, projs, t: int, mask, lengths, grad_fn: GradFn | None, c) -> torch.Tensor:
+        """Video-guided eps plus, for t <= asr_start, the ASR term with per-clip norms
+        (c = sqrt(1 - abar_t), a tensor or a float)."""
+        eps = self.guided_eps(x, projs, t) * mask
+        if grad_fn is not None and self.w_asr > 0 and t <= self.asr_start:
+            steps = torch.full((x.shape[0], 1), float(t), device=x.device)
+            with torch.enable_grad():
+                g = grad_fn(x.detach(), lengths, steps) * mask
+            scale = c * self.w_asr * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30)
+            eps = eps + scale * g
+        return eps
+
     def sample(self, mouthroi: torch.Tensor, face_image: torch.Tensor, *, grad_fn: GradFn | None = None,
                lengths: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
                step_noise: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None,
@@ -85,29 +110,13 @@ class GuidedSampler:
         `generator` in that order.
         """
         sch = self.schedule
-        b, _, frames = mouthroi.shape[:3]
         dev = mouthroi.device
-        length = frames * self.melgen.upsample_factor
-        n_mels = self.melgen.net_diffwave.init_conv[0].conv.in_channels
-        lengths = torch.full((b,), length, device=dev, dtype=torch.long) if lengths is None else lengths.to(dev)
-        mask = frame_mask(lengths, length)
+        x, mask, lengths, projs = self._start(mouthroi, face_image, lengths, x_T, generator)
         first_t = sch.T - 1 if first_t is None else int(first_t)
-        if x_T is None:
-            x_T = torch.randn((b, n_mels, length), generator=generator, device=dev)
-        x = x_T.to(dev) * mask
-
-        projs = self.prepare_conditions(mouthroi, face_image, length)
         alphas, abars, sigmas = sch.alphas.to(dev), sch.alpha_bars.to(dev), sch.sigmas.to(dev)
         noise_i = 0
         for t in tqdm(range(first_t, -1, -1), disable=not progress, desc="sampling", unit="step", leave=False):
-            eps = self.guided_eps(x, projs, t) * mask
-            if grad_fn is not None and self.w_asr > 0 and t <= self.asr_start:
-                steps = torch.full((b, 1), float(t), device=dev)
-                with torch.enable_grad():
-                    g = grad_fn(x.detach(), lengths, steps) * mask
-                c = torch.sqrt(1 - abars[t])
-                scale = c * self.w_asr * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30)
-                eps = eps + scale * g
+            eps = self.guided_eps_with_asr(x, projs, t, mask, lengths, grad_fn, torch.sqrt(1 - abars[t]))
             x = (x - (1 - alphas[t]) / torch.sqrt(1 - abars[t]) * eps) / torch.sqrt(alphas[t])
             if t > 0:
                 if step_noise is not None:

@@ -25,7 +25,8 @@ from models.melgen import count_parameters
 from models.melgen_checkpoint import build_melgen, melgen_state_dict, save_melgen
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
-from utils.training import prune_checkpoints, resolve_resume, rng_state, seed_everything, set_rng_state
+from utils.training import (all_rng_states, prune_checkpoints, resolve_resume, restore_run_state,
+                            seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,7 @@ def train(cfg) -> Path | None:
     if resume is not None:
         ckpt = read_checkpoint(resume)
         load_state_dict_strict(model, melgen_state_dict(ckpt, str(resume)), what=str(resume))
-        if "optimizer_state_dict" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        start_iter = int(ckpt.get("iteration", int(resume.stem)))
-        if "rng_state" in ckpt and info.rank < len(ckpt["rng_state"]):
-            set_rng_state(ckpt["rng_state"][info.rank])
+        start_iter = restore_run_state(ckpt, resume, optimizer, info)
         if info.is_main:
             log.info("resumed from %s (iteration %d)", resume, start_iter)
     elif info.is_main:
@@ -119,11 +116,7 @@ def train(cfg) -> Path | None:
 
     def save(iteration):
         nonlocal last_saved
-        # every rank's RNG state, so that each continues exactly
-        states = [rng_state()]
-        if info.distributed:
-            states = [None] * info.world_size
-            torch.distributed.all_gather_object(states, rng_state())
+        states = all_rng_states(info)
         if info.is_main:
             last_saved = save_melgen(ckpt_dir / f"{iteration}.pkl", model, optimizer, iteration,
                                      {"rng_state": states})

@@ -75,3 +75,21 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def all_rng_states(info) -> list:
+    """Every rank's RNG state (gathered on all ranks under torchrun), so that each continues exactly."""
+    if not info.distributed:
+        return [rng_state()]
+    states = [None] * info.world_size
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
+def restore_run_state(ckpt: dict, path: Path, optimizer, info) -> int:
+    """Optimizer state and this rank's RNG state from a training checkpoint; returns its iteration."""
+    if ckpt.get("optimizer_state_dict"):
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+    if "rng_state" in ckpt and info.rank < len(ckpt["rng_state"]):
+        set_rng_state(ckpt["rng_state"][info.rank])
+    return int(ckpt.get("iteration", int(Path(path).stem)))

@@ -51,7 +51,7 @@ from models.hifigan_discriminators import (build_discriminators, discriminator_l
 from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.errors import LipVoicerError
-from utils.training import rng_state, seed_everything, set_rng_state
+from utils.training import all_rng_states, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -351,10 +351,7 @@ def train(cfg) -> Path | None:
 
     def save(iteration):
         nonlocal last_saved
-        states = [rng_state()]
-        if info.distributed:
-            states = [None] * info.world_size
-            torch.distributed.all_gather_object(states, rng_state())
+        states = all_rng_states(info)
         if info.is_main:
             g_path = save_hifigan(generator_path(exp_dir, iteration), generator)
             atomic_torch_save({

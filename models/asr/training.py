@@ -32,7 +32,8 @@ from utils.checkpoint import load_state_dict_strict, read_checkpoint
 from utils.ctc_decoding import greedy_decode
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.errors import LipVoicerError
-from utils.training import prune_checkpoints, resolve_resume, rng_state, seed_everything, set_rng_state
+from utils.training import (all_rng_states, prune_checkpoints, resolve_resume, restore_run_state,
+                            seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,7 @@ def train(cfg) -> Path | None:
     if resume is not None:
         ckpt = read_checkpoint(resume)
         load_state_dict_strict(model, asr_state_dict(ckpt, str(resume)), what=str(resume))
-        if ckpt.get("optimizer_state_dict"):
-            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        start_iter = int(ckpt.get("iteration", int(resume.stem)))
-        if "rng_state" in ckpt and info.rank < len(ckpt["rng_state"]):
-            set_rng_state(ckpt["rng_state"][info.rank])
+        start_iter = restore_run_state(ckpt, resume, optimizer, info)
         if info.is_main:
             log.info("resumed from %s (iteration %d)", resume, start_iter)
     elif t["init_from"]:
@@ -202,10 +199,7 @@ def train(cfg) -> Path | None:
 
     def save(iteration):
         nonlocal last_saved
-        states = [rng_state()]
-        if info.distributed:
-            states = [None] * info.world_size
-            torch.distributed.all_gather_object(states, rng_state())
+        states = all_rng_states(info)
         if info.is_main:
             last_saved = save_asr_checkpoint(model, optimizer, iteration, ckpt_dir / f"{iteration}.pkl",
                                              {"iteration": iteration, "rng_state": states})
