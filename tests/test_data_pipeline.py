@@ -10,20 +10,19 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import compose_cfg
-from tests.parity_utils import REPO_ROOT, parity_dir
 from utils.errors import LipVoicerError
 
 SR = 16000
 
 
 def _mean_face_copy(dst_dir: Path) -> Path:
-    """The mean face copied into a temporary folder (library code never reads ../shared)."""
-    for src in (parity_dir() / "20words_mean_face.npy", REPO_ROOT / "checkpoints" / "20words_mean_face.npy"):
-        if src.is_file():
-            dst = dst_dir / "20words_mean_face.npy"
-            shutil.copy(src, dst)
-            return dst
-    pytest.skip("20words_mean_face.npy not found (set LIPVOICER_PARITY_DIR or run download_checkpoints.py)")
+    """The mean face (the published one, or a stand-in when absent) copied into a temporary folder
+    (library code never reads ../shared)."""
+    from tests.tiny_generation import mean_face_source
+
+    dst = dst_dir / "20words_mean_face.npy"
+    shutil.copy(mean_face_source(), dst)
+    return dst
 
 
 @pytest.fixture(scope="module")
