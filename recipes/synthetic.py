@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--corrupt_fraction", type=float, default=d.corrupt_fraction)
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--mean_face", type=Path, default=d.mean_face)
+    ap.add_argument("--judge_input", choices=["wav", "mel"], default=d.judge_input,
+                    help="the judge reads the vocoded audio, or the generated mel before the vocoder")
     args, extra = ap.parse_known_args(argv)
     bad = [o for o in extra if "=" not in o]
     if bad:

@@ -253,3 +253,25 @@ def test_default_generated_dir_is_the_batch_generation_folder(tmp_path, caplog):
     with pytest.raises(LipVoicerError) as e:
         run_evaluation(cfg, recognizer=None)
     assert str(e.value).startswith(f"{tmp_path}/generated_mels/LRS3/w1=2_w2=0_asr_start=270: ")
+
+
+def test_recognising_the_generated_mels(corpus, tiny_asr, tmp_path):
+    """evaluate.recognize_from=mel reads <id>.wav.spec beside each wav (the mel before the vocoder)."""
+    import torch
+
+    from dataloaders.mel import denormalise_mel
+
+    root, wavs = corpus
+    gen = make_generated(tmp_path / "gen", wavs, with_orphan=False)
+    cfg = _cfg(root, gen, f"paths.checkpoints_dir={tiny_asr}", *TINY_ASR, "evaluate.recognize_from=mel")
+    rec = build_recognizer(cfg)
+    with pytest.raises(LipVoicerError, match=r"00001\.wav\.spec: generated mel not found"):
+        run_evaluation(cfg, recognizer=rec)
+    for vid, w in wavs.items():    # the wav's own mel, saved as generation does (denormalised log-mel)
+        torch.save(denormalise_mel(rec.mel(w)), gen / f"{vid}.wav.spec")
+    res = run_evaluation(cfg, recognizer=rec)
+    assert res["settings"]["recognize_from"] == "mel"
+    from_wavs = run_evaluation(_cfg(root, gen, f"paths.checkpoints_dir={tiny_asr}", *TINY_ASR), recognizer=rec)
+    assert [r["hypothesis"] for r in res["rows"]] == [r["hypothesis"] for r in from_wavs["rows"]]
+    with pytest.raises(LipVoicerError, match="recognize_from: 'text'"):
+        run_evaluation(_cfg(root, gen, "evaluate.recognize_from=text"), recognizer=rec)

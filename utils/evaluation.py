@@ -193,7 +193,10 @@ class ASRRecognizer:
         return greedy_texts(logits, out_lengths, self.tokenizer)
 
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[str]:
-        mels = [self.mel(w) for w in wavs]
+        return self.recognize_mels([self.mel(w) for w in wavs])
+
+    def recognize_mels(self, mels: Sequence[torch.Tensor]) -> list[str]:
+        """Texts of normalised log-mels (n_mels, frames), e.g. generated mels before the vocoder."""
         order = sorted(range(len(mels)), key=lambda i: mels[i].shape[1])
         texts: list[str] = [""] * len(mels)
         for s in range(0, len(order), self.batch_size):
@@ -244,6 +247,15 @@ def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognize
 
         decoder = build_beam_decoder(cfg, tokenizer, use_lm=bool(ev.get("beam_lm", True)))
     return ASRRecognizer(model, tokenizer, cfg["audio"], device, decoder, int(ev.get("batch_size", 1)))
+
+
+def generated_mel(wav_path: Path, audio: dict) -> torch.Tensor:
+    """The generated log-mel saved beside a generated wav (`<id>.wav.spec`), normalised for the ASR."""
+    spec = Path(str(wav_path) + ".spec")
+    if not spec.is_file():
+        raise LipVoicerError(f"{spec}: generated mel not found (evaluate.recognize_from=mel reads the .wav.spec "
+                             "files inference_full_test_split.py writes)")
+    return normalise_mel(torch.load(spec, map_location="cpu").float(), audio["clamp_min"])
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -406,6 +418,12 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     if recognizer is not None and no_text:
         log.warning("%d clip(s) have no ground-truth text (no WER / CER for them), e.g. %s", len(no_text), no_text[0])
 
+    source = str(ev.get("recognize_from") or "wav").lower()
+    if source not in ("wav", "mel"):
+        raise LipVoicerError(f"evaluate.recognize_from: '{source}' (use wav or mel)")
+    from_mels = source == "mel" and recognizer is not None
+    if from_mels and not hasattr(recognizer, "recognize_mels"):
+        raise LipVoicerError("evaluate.recognize_from=mel needs the ASR recogniser (evaluate.recognizer=asr)")
     batch = max(1, int(ev.get("batch_size", 1)))
     rows = []
     with tqdm(total=len(clips), desc="evaluate", unit="clip", disable=not bool(ev.get("progress", True))) as bar:
@@ -414,7 +432,9 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
             gens = [read_wav(c.wav, sr) for c in chunk]
             gts = [read_wav(c.gt_wav, sr) for c in chunk]
             hyps = [None] * len(chunk)
-            if recognizer is not None:
+            if recognizer is not None and from_mels:
+                hyps = list(recognizer.recognize_mels([generated_mel(c.wav, audio) for c in chunk]))
+            elif recognizer is not None:
                 hyps = list(recognizer(gens))
                 if len(hyps) != len(chunk):
                     raise RuntimeError(f"recogniser returned {len(hyps)} texts for {len(chunk)} wavs")
@@ -434,6 +454,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
         "split": ev.get("split"),
         "dataset": cfg["dataset"]["name"],
         "recognizer": None if recognizer is None else getattr(recognizer, "name", type(recognizer).__name__),
+        "recognize_from": source if recognizer is not None else None,
         "sampling_rate": sr,
         "mcd_coeffs": int(ev.get("mcd_coeffs", 13)),
         "n_generated": len(generated),

@@ -41,12 +41,16 @@ STAGES = ("corpus", "prep", "tokenizer", "melgen", "asr", "judge", "vocoder", "t
 WAYS = ("no_guidance", "true_text", "corrupted_text")
 
 # Model sizes. "full" is the published configuration; "small" fits a short GPU budget;
-# "tiny" is for tests on CPU (seconds).
+# "mini" trains on a CPU in tens of minutes; "tiny" is for tests on CPU (seconds).
 MELGEN_SIZES = {
     "full": [],
     "small": ["melgen.res_channels=256", "melgen.skip_channels=256", "melgen.num_res_layers=8",
               "melgen.tcn_channels=256", "melgen.diffusion_step_embed_dim_mid=256",
               "melgen.diffusion_step_embed_dim_out=256"],
+    "mini": ["melgen.res_channels=64", "melgen.skip_channels=64", "melgen.num_res_layers=6",
+             "melgen.diffusion_step_embed_dim_mid=64", "melgen.diffusion_step_embed_dim_out=64",
+             "melgen.tcn_channels=64", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=32",
+             "video.face_size=112"],
     "tiny": ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
              "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",
              "melgen.tcn_channels=16", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=8",
@@ -55,6 +59,8 @@ MELGEN_SIZES = {
 ASR_SIZES = {
     "full": [],
     "small": ["asr.dims=[120,168,240]", "asr.num_blocks=[3,3,3]"],
+    "mini": ["asr.stem_filters=32", "asr.dims=[64,96,128]", "asr.num_blocks=[2,2,2]", "asr.step_embed_dim_mid=256",
+             "asr.step_embed_dim_out=256"],
     "tiny": ["asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]", "asr.num_heads=2",
              "asr.conv_kernel=5", "asr.ff_ratio=2", "asr.step_embed_dim_in=16", "asr.step_embed_dim_mid=32",
              "asr.step_embed_dim_out=32", "asr.max_pos_encoding=2000"],
@@ -63,16 +69,22 @@ ASR_SIZES = {
 JUDGE_SIZES = {
     "full": ["asr.dims=[144,196,256]", "asr.num_blocks=[4,4,4]"],
     "small": ["asr.dims=[96,144,192]", "asr.num_blocks=[2,3,2]"],
+    "mini": ["asr.stem_filters=24", "asr.dims=[48,80,112]", "asr.num_blocks=[2,2,1]", "asr.conv_kernel=9",
+             "asr.step_embed_dim_mid=256", "asr.step_embed_dim_out=256"],
     "tiny": ["asr.stem_filters=8", "asr.dims=[16,32,40]", "asr.num_blocks=[1,1,1]", "asr.num_heads=2",
              "asr.conv_kernel=3", "asr.ff_ratio=2", "asr.step_embed_dim_in=16", "asr.step_embed_dim_mid=32",
              "asr.step_embed_dim_out=32", "asr.max_pos_encoding=2000"],
 }
 VOCODER_SIZES = {"full": [], "small": ["vocoder.upsample_initial_channel=256"],
-                 "tiny": ["vocoder.upsample_initial_channel=16"]}
+                 "mini": ["vocoder.upsample_initial_channel=32"], "tiny": ["vocoder.upsample_initial_channel=16"]}
 # Training settings that go with a size (tiny: small batches so that CPU iterations take a second).
 TRAIN_SETTINGS = {
     "full": {"melgen": [], "asr": [], "vocoder": []},
     "small": {"melgen": ["train.batch_size_per_gpu=32"], "asr": ["asr.train.accumulated_steps=1"], "vocoder": []},
+    "mini": {"melgen": [], "asr": ["asr.train.accumulated_steps=1", "asr.train.eval_t=[0]",
+                                   "asr.train.eval_max_clips=20"],
+             "vocoder": ["vocoder_train.batch_size_per_gpu=4", "vocoder_train.mpd_channels=[8,16,32,32,32]",
+                         "vocoder_train.msd_channels=[8,16,16,32,32,32,32]"]},
     "tiny": {"melgen": ["train.batch_size_per_gpu=2"],
              "asr": ["asr.train.batch_size_per_gpu=2", "asr.train.accumulated_steps=1", "asr.train.eval_t=[0]",
                      "asr.train.eval_max_clips=4"],
@@ -99,6 +111,7 @@ class RecipeSettings:
     vocab_size: int = 128
     corrupt_fraction: float = 0.2
     mean_face: Path = Path("checkpoints/20words_mean_face.npy")
+    judge_input: str = "wav"          # the judge reads the vocoded wav, or the generated mel (before the vocoder)
     n_test: int | None = None
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
@@ -334,6 +347,7 @@ def stage_evaluate(s: RecipeSettings) -> dict:
         run_script(s, ["evaluate.py", *common(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
                        f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge[1]}",
                        f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}", f"evaluate.device={s.device}",
+                       f"evaluate.recognize_from={s.judge_input}",
                        "evaluate.progress=false"], f"evaluate {way}")
         results[way] = json.loads((out / "metrics_summary.json").read_text())
     write_results(s, results)
@@ -356,7 +370,8 @@ def write_results(s: RecipeSettings, results: dict) -> Path:
     n = {results[w].get("n_clips") for w in WAYS}
     lines.append("| test clips | " + " | ".join(str(results[w].get("n_clips")) for w in WAYS) + " |")
     md = "\n".join(lines) + "\n"
-    meta = {"date": time.strftime("%Y-%m-%d"), "size": s.size, "n_clips": s.n_clips, "iters": {
+    meta = {"date": time.strftime("%Y-%m-%d"), "size": s.size, "n_clips": s.n_clips, "judge_input": s.judge_input,
+            "extra_overrides": list(s.extra), "iters": {
         "melgen": s.melgen_iters, "asr": s.asr_iters, "judge": s.judge_iters, "vocoder": s.vocoder_iters},
         "corrupt_fraction": s.corrupt_fraction, "test_clips": sorted(x for x in n if x is not None)}
     try:
@@ -366,7 +381,8 @@ def write_results(s: RecipeSettings, results: dict) -> Path:
     except Exception:  # noqa: BLE001
         meta["device"] = "unknown"
     out = s.work_dir / "results.md"
-    out.write_text(f"Synthetic-corpus recipe, {meta['date']}, {meta['device']}, sizes '{s.size}'\n\n" + md)
+    out.write_text(f"Synthetic-corpus recipe, {meta['date']}, {meta['device']}, sizes '{s.size}', the judge reads "
+                   f"the generated {'mel (before the vocoder)' if s.judge_input == 'mel' else 'audio'}\n\n" + md)
     (s.work_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(out.read_text())
     return out
