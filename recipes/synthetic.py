@@ -38,7 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mean_face", type=Path, default=d.mean_face)
     ap.add_argument("--judge_input", choices=["wav", "mel"], default=d.judge_input,
                     help="the judge reads the vocoded audio, or the generated mel before the vocoder")
-    args, extra = ap.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]   # Hydra key=value, anywhere
+    args, extra = ap.parse_known_args([a for a in argv if a not in overrides])
+    extra += overrides
     bad = [o for o in extra if "=" not in o]
     if bad:
         ap.error(f"unrecognised arguments: {' '.join(bad)}")
