@@ -56,6 +56,17 @@ def _groups(published: int, c_in: int, c_out: int) -> int:
     return math.gcd(published, math.gcd(c_in, c_out))
 
 
+
+def _conv_stack(convs, conv_post, x: torch.Tensor):
+    """Leaky-ReLU convolutions then the output convolution: (flattened scores, every activation)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1), fmap
+
 class PeriodDiscriminator(nn.Module):
     """MPD sub-discriminator for one period: (B, 1, T) -> (scores (B, N), activations)."""
 
@@ -84,14 +95,7 @@ class PeriodDiscriminator(nn.Module):
             n_pad = p - t % p
             x = F.pad(x, (0, n_pad), mode="reflect" if n_pad < t else "constant")
             t += n_pad
-        x = x.view(b, c, t // p, p)
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1), fmap
+        return _conv_stack(self.convs, self.conv_post, x.view(b, c, t // p, p))
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -127,13 +131,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = norm(nn.Conv1d(c_in, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor):
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):
