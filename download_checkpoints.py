@@ -28,6 +28,7 @@ from pathlib import Path
 
 from utils.assets import (MISSING, Asset, asset_path, asset_table, check_asset, check_file, check_folder,
                           fetch_command)
+from utils.config import compose_config as load_config  # the config the scripts see (tests replace it)
 from utils.errors import LipVoicerError, exit_on_user_error
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -238,16 +239,6 @@ def survey(cfg, names) -> list[Result]:
 
 
 # ------------------------------------------------------------------ entry point
-def load_config():
-    """The project's Hydra config as the scripts see it (only `assets` and `paths` are used here)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base=None):
-        return compose(config_name="config")
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Fetch the published LipVoicer checkpoints and files.")
     p.add_argument("--only", nargs="+", metavar="NAME", help="fetch only these assets (see --list)")

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import device_name, time_call, write_report  # noqa: E402
 from benchmarks.reference_sampler import reference_sample  # noqa: E402
+from utils.config import compose_config  # noqa: E402
 from models.diffusion import DiffusionSchedule  # noqa: E402
 from models.fast_samplers import AncestralSampler, DDIMSampler, DPMSolverSampler  # noqa: E402
 from models.melgen_checkpoint import build_melgen, load_melgen  # noqa: E402
@@ -42,15 +43,6 @@ TINY_ASR = ["asr.vocab_size=20", "asr.stem_filters=8", "asr.dims=[16,24,32]", "a
             "asr.step_embed_dim_mid=32", "asr.step_embed_dim_out=32"]
 TINY_T = 20
 COLUMNS = ["path", "steps", "median_s", "speedup", "peak_gib", "rel_err", "rel_err_vs"]
-
-
-def compose(overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
-        return hcompose(config_name="config", overrides=overrides)
 
 
 class SeededNoise:
@@ -129,7 +121,7 @@ def main(argv=None):
     T = args.T or (TINY_T if args.tiny else None)
     if T:
         overrides = overrides + [f"diffusion.T={T}"]
-    cfg = compose(overrides)
+    cfg = compose_config(overrides)
     T = int(cfg.diffusion.T)
     steps_list = [n for n in (args.steps or ([5, 10] if args.tiny else [25, 50])) if 1 <= n <= T]
     asr_start = round(270 * T / 400)

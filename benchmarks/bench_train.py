@@ -21,20 +21,12 @@ import torch  # noqa: E402
 from benchmarks.common import device_name, time_call, write_report  # noqa: E402
 from models.diffusion import DiffusionSchedule, melgen_training_loss  # noqa: E402
 from models.melgen_checkpoint import build_melgen  # noqa: E402
+from utils.config import compose_config  # noqa: E402
 
 TINY = ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
         "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",
         "melgen.tcn_channels=16", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=8",
         "video.mouth_crop=32", "video.face_size=64"]
-
-
-def compose(overrides):
-    from hydra import compose as hcompose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
-        return hcompose(config_name="config", overrides=overrides)
 
 
 def make_step(model, opt, sch, batch, bf16: bool, device):
@@ -70,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results/train.json")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    cfg = compose(TINY if args.tiny else [])
+    cfg = compose_config(TINY if args.tiny else [])
     sch = DiffusionSchedule.from_config(cfg.diffusion, device)
     rows = []
     variants = [("reference (fp32, eager)", False, False), ("optimized (bf16 autocast)", True, False)]
@@ -91,7 +83,7 @@ def main(argv=None):
         from utils.melgen_trainer import _make_loader
         from utils.distributed import DistInfo
         from dataloaders.lrs_dataset import MelGenTrainDataset
-        dcfg = compose((TINY if args.tiny else []) + [f"dataset.root={args.data_root}",
+        dcfg = compose_config((TINY if args.tiny else []) + [f"dataset.root={args.data_root}",
                                                        f"train.batch_size_per_gpu={args.batch}",
                                                        f"train.num_workers={args.workers}"])
         loader = iter(_make_loader(dcfg, MelGenTrainDataset(dcfg), DistInfo(device=device), 0))

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script from the repository root
 
 import numpy as np
 
+from utils.config import compose_config
 from utils.errors import LipVoicerError, exit_on_user_error
 
 log = logging.getLogger("extract_mouthcrops")
@@ -204,16 +205,6 @@ def extract_mouthcrops(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, in
     failed = run_batch(jobs, crop_one, prep, int(prep.get("num_workers", 1)), "mouth crops",
                        bool(prep.get("progress", True)))
     return len(jobs) - failed, skipped, failed
-
-
-def compose_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base=None):
-        return compose(config_name="config", overrides=overrides)
 
 
 def parse_args(argv, description: str, default_out: str):

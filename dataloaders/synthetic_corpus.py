@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script from the repository root
 
 import numpy as np
 
+from utils.config import compose_config
 from utils.errors import LipVoicerError, exit_on_user_error
 
 log = logging.getLogger("synthetic_corpus")
@@ -427,16 +428,6 @@ def synthetic_settings(cfg) -> dict:
     syn["fps"] = float(cfg.video.fps)
     syn["sampling_rate"] = int(cfg.audio.sampling_rate)
     return syn
-
-
-def compose_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base=None):
-        return compose(config_name="config", overrides=overrides)
 
 
 @exit_on_user_error

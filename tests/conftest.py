@@ -22,12 +22,9 @@ TINY_MELGEN = [
 
 def compose_cfg(overrides: list[str] | None = None):
     """The project's Hydra config with overrides, as a script would see it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from utils.config import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base=None):
-        return compose(config_name="config", overrides=list(overrides or []))
+    return compose_config(overrides)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> None:

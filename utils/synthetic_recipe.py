@@ -326,20 +326,13 @@ def stage_generate(s: RecipeSettings) -> None:
         run_script(s, ["inference_full_test_split.py", *base, *way_overrides(s, way)], f"generate {way}")
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base=None):
-        return compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra.")])
-
-
 def stage_evaluate(s: RecipeSettings) -> dict:
     judge = newest(s.asr_dir("judge"))
     if judge is None:
         raise LipVoicerError(f"{s.asr_dir('judge')}: no judge checkpoint yet (run the judge stage first)")
-    gen_cfg = _compose(generation_overrides(s))["generate"]
+    from utils.config import compose_config
+
+    gen_cfg = compose_config(generation_overrides(s))["generate"]
     results = {}
     for way in WAYS:
         gdir = run_dir_of(s, way, gen_cfg)
