@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from utils.errors import exit_on_user_error
-from utils.evaluation import run_evaluation
+from pipelines.evaluation import run_evaluation
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")

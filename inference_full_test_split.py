@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from utils.distributed import cleanup_distributed, init_distributed
 from utils.errors import exit_on_user_error
-from utils.split_generation import generate_split
+from pipelines.split_generation import generate_split
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")

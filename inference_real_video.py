@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from utils.errors import exit_on_user_error
-from utils.video_to_speech import generate_for_video
+from pipelines.video_to_speech import generate_for_video
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")

@@ -13,7 +13,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from models.asr.training import train
+from trainers.asr import train
 from utils.errors import exit_on_user_error
 
 

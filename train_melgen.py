@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from utils.errors import exit_on_user_error
-from utils.melgen_trainer import train
+from trainers.melgen import train
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from utils.errors import exit_on_user_error
-from utils.vocoder_trainer import train
+from trainers.vocoder import train
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")

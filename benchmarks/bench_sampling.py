@@ -5,11 +5,11 @@
     python benchmarks/bench_sampling.py --device cuda --seconds 3 --batch 32 --ref-clips 2
 
 Rows (w_video 2, w_asr 1.5 with an ASR, asr_start 270 scaled to diffusion.T):
-  reference   benchmarks/reference_sampler.py: fp32, visual features recomputed in every forward,
+  reference   models/diffusion/reference.py: fp32, visual features recomputed in every forward,
               separate conditional / unconditional calls, clip by clip. With --batch B it is timed on
               --ref-clips clips and scaled to B (the row says so).
-  ancestral   models.sampler.GuidedSampler (all T steps), fp32 and bf16 autocast.
-  ddim / dpm_solver at --steps step counts (models/fast_samplers.py), fp32 and bf16.
+  ancestral   models.diffusion.sampler.GuidedSampler (all T steps), fp32 and bf16 autocast.
+  ddim / dpm_solver at --steps step counts (models/diffusion/fast_samplers.py), fp32 and bf16.
 Columns: median time of a whole batch (after a warm-up run), speedup over the reference, peak GPU
 memory (CUDA), and for bf16 rows the rel_err ||bf16 - fp32|| / ||fp32|| of the final mel from the same
 noise. The fp32 ancestral row's rel_err compares clip 0 with the reference path from the same noise.
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import device_name, time_call, write_report  # noqa: E402
-from benchmarks.reference_sampler import reference_sample  # noqa: E402
+from models.diffusion.reference import reference_sample  # noqa: E402
 from utils.config import compose_config  # noqa: E402
-from models.diffusion import DiffusionSchedule  # noqa: E402
-from models.fast_samplers import AncestralSampler, DDIMSampler, DPMSolverSampler  # noqa: E402
-from models.melgen_checkpoint import build_melgen, load_melgen  # noqa: E402
-from models.sampler import GuidedSampler, asr_guidance  # noqa: E402
+from models.diffusion.schedule import DiffusionSchedule  # noqa: E402
+from models.diffusion.fast_samplers import AncestralSampler, DDIMSampler, DPMSolverSampler  # noqa: E402
+from models.melgen.checkpoint import build_melgen, load_melgen  # noqa: E402
+from models.diffusion.sampler import GuidedSampler, asr_guidance  # noqa: E402
 
 TINY_MELGEN = ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
                "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import device_name, time_call, write_report  # noqa: E402
-from models.diffusion import DiffusionSchedule, melgen_training_loss  # noqa: E402
-from models.melgen_checkpoint import build_melgen  # noqa: E402
+from models.diffusion.schedule import DiffusionSchedule, melgen_training_loss  # noqa: E402
+from models.melgen.checkpoint import build_melgen  # noqa: E402
 from utils.config import compose_config  # noqa: E402
 
 TINY = ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
@@ -80,7 +80,7 @@ def main(argv=None):
         base = base or sps
         rows.append({"path": name, "samples_per_s": sps, "speedup": sps / base, "peak_gib": r["peak_gib"]})
     if args.data_root:
-        from utils.melgen_trainer import _make_loader
+        from trainers.melgen import _make_loader
         from utils.distributed import DistInfo
         from dataloaders.lrs_dataset import MelGenTrainDataset
         dcfg = compose_config((TINY if args.tiny else []) + [f"dataset.root={args.data_root}",

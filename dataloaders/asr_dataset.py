@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloaders.lrs_dataset import list_split_clips, load_mel
-from dataloaders.mel import normalise_mel
+from dataloaders.audio import normalise_mel
 from utils.errors import LipVoicerError
-from utils.text_normalization import transcript_from_lrs_text
+from dataloaders.text import transcript_from_lrs_text
 
 log = logging.getLogger(__name__)
 

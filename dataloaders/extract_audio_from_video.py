@@ -13,7 +13,6 @@ mels with `python dataloaders/wav2mel.py`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ if __package__ in (None, ""):  # run as a script from the repository root
 
 from dataloaders.extract_mouthcrops import list_videos, parse_args, resolve_split_dirs, run_batch
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.files import atomic_write
 
 log = logging.getLogger("extract_audio_from_video")
 
@@ -30,28 +30,21 @@ def extract_one(video: str, out: str, prep: dict) -> str | None:
     """Write the .wav of one video; returns an error line or None."""
     import soundfile as sf
 
-    from utils.video_io import read_audio
+    from dataloaders.video_io import read_audio
 
     sr = int(prep.get("sampling_rate", 16000))
     min_seconds = float(prep.get("min_seconds", 1.0))
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         wav = read_audio(video, sr)
         if len(wav) < min_seconds * sr:
             raise LipVoicerError(f"{video}: audio is {len(wav) / sr:.2f} s long; at least {min_seconds:g} s is needed")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            sf.write(f, wav, sr, subtype="PCM_16", format="WAV")
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: sf.write(str(tmp), wav, sr, subtype="PCM_16", format="WAV"))
         return None
     except LipVoicerError as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - a batch job reports the file and goes on
         return f"{video}: unexpected {type(e).__name__}: {e}"
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def extract_audio(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, int, int]:

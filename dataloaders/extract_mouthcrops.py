@@ -5,7 +5,7 @@
     python dataloaders/extract_mouthcrops.py --ds_dir ... prep.detector=retinaface_fan prep.num_workers=8
 
 Per video: frames at 25 fps (other rates are resampled first), face landmarks per frame
-(prep.detector), then utils/mouth_crop.py (interpolation of missed frames, 12-frame
+(prep.detector), then dataloaders/prep/mouth_crop.py (interpolation of missed frames, 12-frame
 smoothing, alignment to the mean face, 96 x 96 crop around the mouth). Files already
 done are skipped (prep.overwrite=true recomputes them); every file is written under a
 temporary name and renamed. A video that cannot be used (no face, corrupt, no video
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from utils.config import compose_config
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.files import atomic_write
 
 log = logging.getLogger("extract_mouthcrops")
 
@@ -44,7 +44,7 @@ def _get(cfg, key, default):
 
 def video_frames(path: str | Path, cfg=None) -> np.ndarray:
     """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds."""
-    from utils.video_io import read_video_at_fps
+    from dataloaders.video_io import read_video_at_fps
 
     fps = float(_get(cfg or {}, "fps", 25))
     min_seconds = float(_get(cfg or {}, "min_seconds", 1.0))
@@ -59,7 +59,7 @@ _STATE: dict = {}
 
 
 def _detector(cfg):
-    from utils.face_detection import make_detector
+    from dataloaders.prep.face_detection import make_detector
 
     key = ("detector", str(_get(cfg, "detector", "mediapipe")))
     if key not in _STATE:
@@ -69,7 +69,7 @@ def _detector(cfg):
 
 
 def _mean_face(cfg):
-    from utils.mouth_crop import load_mean_face
+    from dataloaders.prep.mouth_crop import load_mean_face
 
     path = str(_get(cfg, "mean_face_path", "checkpoints/20words_mean_face.npy"))
     key = ("mean_face", path)
@@ -80,7 +80,7 @@ def _mean_face(cfg):
 
 def mouth_crops_from_frames(frames: np.ndarray, cfg, source: str = "clip") -> np.ndarray:
     """(T, crop, crop) uint8 mouth crops of RGB frames already at 25 fps."""
-    from utils.mouth_crop import crop_mouths
+    from dataloaders.prep.mouth_crop import crop_mouths
 
     landmarks = _detector(cfg).detect_video(frames)
     if all(lm is None for lm in landmarks):
@@ -100,15 +100,11 @@ def mouth_crops_from_video(path: str | Path, cfg) -> np.ndarray:
 
 
 def save_npz(path: Path, data: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, data=data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
 
 
 def crop_one(video: str, out: str, cfg) -> str | None:
@@ -189,7 +185,7 @@ def extract_mouthcrops(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, in
     from omegaconf import OmegaConf
 
     prep = OmegaConf.to_container(cfg.prep, resolve=True) if hasattr(cfg, "prep") else dict(cfg)
-    from utils.face_detection import check_backend
+    from dataloaders.prep.face_detection import check_backend
 
     _mean_face(prep)  # a missing mean face or detector package stops the job before it starts
     check_backend(str(prep.get("detector", "mediapipe")))

@@ -21,7 +21,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
-from dataloaders.mel import normalise_mel, read_wav
+from dataloaders.audio import normalise_mel, read_wav
 from dataloaders.transcript import read_transcript
 from utils.errors import LipVoicerError
 

@@ -10,7 +10,6 @@ counted and skipped.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,8 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dataloaders.mel import wav_file_to_mel
+from dataloaders.audio import wav_file_to_mel
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.files import atomic_write
 
 log = logging.getLogger("wav2mel")
 
@@ -40,9 +40,7 @@ def convert_one(wav: str, audio_cfg: dict) -> str | None:
     try:
         torch.set_num_threads(1)
         mel = wav_file_to_mel(wav, audio_cfg)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        torch.save(mel.clone(), tmp)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: torch.save(mel.clone(), tmp))
         return None
     except LipVoicerError as e:
         return str(e)

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import exit_on_user_error  # noqa: E402
-from utils.synthetic_recipe import STAGES, MELGEN_SIZES, RecipeSettings, run_recipe  # noqa: E402
+from recipes.synthetic_recipe import STAGES, MELGEN_SIZES, RecipeSettings, run_recipe  # noqa: E402
 
 
 @exit_on_user_error

@@ -47,7 +47,7 @@ def make_clip(root: Path, clip: str, n_frames: int, seed: int, text: str = "hell
     import soundfile as sf
     import torch
 
-    from dataloaders.mel import wav_file_to_mel
+    from dataloaders.audio import wav_file_to_mel
 
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 255, (n_frames, 48, 48, 3), dtype=np.uint8)

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from utils.bpe_tokenizer import BPETokenizer, collect_lrs_transcripts, main as bpe_main, train_bpe
-from utils.ctc_decoding import CTCBeamSearchDecoder, greedy_decode, greedy_texts, write_token_arpa
+from dataloaders.tokenizer import BPETokenizer, collect_lrs_transcripts, main as bpe_main, train_bpe
+from models.asr.decoding import CTCBeamSearchDecoder, greedy_decode, greedy_texts, write_token_arpa
 from utils.errors import LipVoicerError
-from utils.text_normalization import normalize_text, transcript_from_lrs_text
+from dataloaders.text import normalize_text, transcript_from_lrs_text
 
 WORDS = ("the quick brown fox jumps over a lazy dog and we don't know what it is about "
          "cat sat on mat she sells sea shells by shore").split()

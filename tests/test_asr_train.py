@@ -18,7 +18,7 @@ TINY_ASR = [
 
 @pytest.fixture(scope="module")
 def asr_setup(tiny_corpus, tmp_path_factory):
-    from utils.bpe_tokenizer import collect_lrs_transcripts, train_bpe
+    from dataloaders.tokenizer import collect_lrs_transcripts, train_bpe
 
     tok = train_bpe(collect_lrs_transcripts(tiny_corpus / "videos"), tmp_path_factory.mktemp("tok") / "bpe24.model",
                     vocab_size=24)
@@ -34,7 +34,7 @@ def overrides(corpus, tok, save_dir, extra=()):
 
 def test_dataset_items_and_collate(asr_setup):
     from dataloaders.asr_dataset import ASRDataset, collate_asr
-    from utils.bpe_tokenizer import BPETokenizer
+    from dataloaders.tokenizer import BPETokenizer
 
     corpus, tok = asr_setup
     cfg = compose_cfg([f"dataset.root={corpus}"])
@@ -57,9 +57,9 @@ def test_dataset_items_and_collate(asr_setup):
 def test_a_few_steps_lower_the_loss(asr_setup):
     from dataloaders.asr_dataset import ASRDataset, collate_asr
     from models.asr import build_asr
-    from models.asr.training import training_loss
-    from models.diffusion import DiffusionSchedule
-    from utils.bpe_tokenizer import BPETokenizer
+    from trainers.asr import training_loss
+    from models.diffusion.schedule import DiffusionSchedule
+    from dataloaders.tokenizer import BPETokenizer
 
     corpus, tok = asr_setup
     cfg = compose_cfg([f"dataset.root={corpus}", "asr.dropout=0.0", *TINY_ASR])
@@ -87,7 +87,7 @@ def test_train_checkpoint_resume_and_load(asr_setup, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from models.asr import load_asr_checkpoint
-    from models.asr.training import experiment_dir, train
+    from trainers.asr import experiment_dir, train
 
     corpus, tok = asr_setup
     base = overrides(corpus, tok, tmp_path / "a", ["asr.train.iters_per_ckpt=2", "asr.train.iters_per_eval=2"])
@@ -115,7 +115,7 @@ def test_train_checkpoint_resume_and_load(asr_setup, tmp_path):
 
 
 def test_bad_setup_is_one_line_error(asr_setup, tmp_path):
-    from models.asr.training import train
+    from trainers.asr import train
     from utils.errors import LipVoicerError
 
     corpus, tok = asr_setup

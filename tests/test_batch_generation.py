@@ -1,6 +1,9 @@
 import torch
 
-from utils.batch_generation import ClipOutputs, atomic_write, collate_clips, length_batches, run_dir, shard
+from dataloaders.batching import collate_clips, length_batches
+from pipelines.outputs import ClipOutputs, run_dir
+from utils.distributed import shard
+from utils.files import atomic_write
 
 
 def test_shards_are_disjoint_and_complete():

@@ -1,4 +1,4 @@
-"""espeak-ng through ctypes (utils/espeak.py) and phoneme -> viseme -> mouth shapes (utils/visemes.py)."""
+"""espeak-ng through ctypes (dataloaders/synthetic/espeak.py) and phoneme -> viseme -> mouth shapes (dataloaders/synthetic/visemes.py)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from utils.errors import LipVoicerError
-from utils.espeak import synthesize
-from utils.visemes import SHAPES, mouth_shapes, phoneme_visemes
+from dataloaders.synthetic.espeak import synthesize
+from dataloaders.synthetic.visemes import SHAPES, mouth_shapes, phoneme_visemes
 
 
 def test_synthesis_reports_timed_phonemes():

@@ -1,4 +1,4 @@
-"""Mouth cropping from landmarks (utils/mouth_crop.py): fixture agreement, interpolation, smoothing, errors."""
+"""Mouth cropping from landmarks (dataloaders/prep/mouth_crop.py): fixture agreement, interpolation, smoothing, errors."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +8,7 @@ import pytest
 
 from tests.parity_utils import load_fixture, parity_dir
 from utils.errors import LipVoicerError
-from utils.mouth_crop import (crop_mouths, fill_missing, load_mean_face, reference_points, smooth_landmarks,
+from dataloaders.prep.mouth_crop import (crop_mouths, fill_missing, load_mean_face, reference_points, smooth_landmarks,
                               warp_patch)
 
 

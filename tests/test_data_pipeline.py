@@ -27,7 +27,7 @@ def _mean_face_copy(dst_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from dataloaders.synthetic_corpus import build_corpus, synthetic_settings
+    from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
 
     root = tmp_path_factory.mktemp("synthetic")
     syn = synthetic_settings(compose_cfg(["prep.synthetic.n_clips=4", "prep.synthetic.workers=1"]))
@@ -42,7 +42,7 @@ def mean_face(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the corpus
 def test_plan_splits_speakers_and_held_out_sentences():
-    from dataloaders.synthetic_corpus import plan_corpus
+    from dataloaders.synthetic.corpus import plan_corpus
 
     specs = plan_corpus(40, seed=0)
     assert [sum(s.split == k for s in specs) for k in ("pretrain", "trainval", "test")] == [10, 24, 6]
@@ -60,7 +60,7 @@ def test_plan_splits_speakers_and_held_out_sentences():
 
 def test_corpus_layout_transcripts_and_signals(corpus):
     from dataloaders.transcript import read_transcript
-    from utils.video_io import probe_video, read_audio
+    from dataloaders.video_io import probe_video, read_audio
 
     root, syn = corpus
     videos = sorted((root / "videos").rglob("*.mp4"))
@@ -82,7 +82,7 @@ def test_corpus_layout_transcripts_and_signals(corpus):
 
 
 def test_rerun_skips_existing_clips(corpus):
-    from dataloaders.synthetic_corpus import build_corpus
+    from dataloaders.synthetic.corpus import build_corpus
 
     root, syn = corpus
     stamp = {p: p.stat().st_mtime_ns for p in (root / "videos").rglob("*.mp4")}
@@ -91,7 +91,7 @@ def test_rerun_skips_existing_clips(corpus):
 
 
 def test_clip_is_deterministic_and_mouth_follows_speech(corpus):
-    from dataloaders.synthetic_corpus import plan_corpus, synthesize_clip
+    from dataloaders.synthetic.corpus import plan_corpus, synthesize_clip
 
     _, syn = corpus
     spec = plan_corpus(4, 0)[1]
@@ -108,7 +108,7 @@ def test_clip_is_deterministic_and_mouth_follows_speech(corpus):
 def test_files_do_not_depend_on_the_worker_count(corpus, tmp_path):
     import hashlib
 
-    from dataloaders.synthetic_corpus import build_corpus
+    from dataloaders.synthetic.corpus import build_corpus
 
     root, syn = corpus
     assert build_corpus(tmp_path, dict(syn, workers=2), progress=False) == (4, 0, 0)
@@ -118,7 +118,7 @@ def test_files_do_not_depend_on_the_worker_count(corpus, tmp_path):
 
 
 def test_cli_writes_a_corpus(tmp_path, capsys):
-    from dataloaders.synthetic_corpus import main
+    from dataloaders.synthetic.corpus import main
 
     assert main(["--out_dir", str(tmp_path), "--n_clips", "1", "--workers", "1", "--no_progress"]) == 0
     assert "1 clips written" in capsys.readouterr().out
@@ -128,7 +128,7 @@ def test_cli_writes_a_corpus(tmp_path, capsys):
 # ----------------------------------------------------------------------------- preparation scripts
 def test_extract_audio_same_relative_paths(corpus, capsys):
     from dataloaders.extract_audio_from_video import main
-    from utils.video_io import probe_video
+    from dataloaders.video_io import probe_video
 
     root, _ = corpus
     out = root / "audios"
@@ -148,7 +148,7 @@ def test_extract_audio_same_relative_paths(corpus, capsys):
 
 def test_extract_mouthcrops_same_relative_paths(corpus, mean_face, capsys):
     from dataloaders.extract_mouthcrops import main
-    from utils.video_io import probe_video
+    from dataloaders.video_io import probe_video
 
     root, _ = corpus
     out = root / "mouth_rois"
@@ -187,7 +187,7 @@ def test_mouth_crop_is_centred_on_the_mouth(corpus, mean_face):
 def test_astronaut_face_detection():
     from skimage import data
 
-    from utils.face_detection import MediaPipeDetector
+    from dataloaders.prep.face_detection import MediaPipeDetector
 
     img = data.astronaut()
     det = MediaPipeDetector()
@@ -211,7 +211,7 @@ def test_retinaface_backend_absent_says_how_to_install():
         pytest.skip("ibug packages are installed here")
     except ImportError:
         pass
-    from utils.face_detection import check_backend, make_detector
+    from dataloaders.prep.face_detection import check_backend, make_detector
 
     for fail in (lambda: make_detector({"detector": "retinaface_fan"}), lambda: check_backend("retinaface_fan")):
         with pytest.raises(LipVoicerError, match="not on PyPI.*hhj1897/face_detection"):
@@ -225,7 +225,7 @@ def test_retinaface_backend_absent_says_how_to_install():
 def _bad_split(root: Path, good: Path) -> Path:
     """A split with one usable clip and one file for each kind of bad input."""
     from tests.test_data_video_io import _audio_only
-    from utils.video_io import read_audio, read_video, write_video
+    from dataloaders.video_io import read_audio, read_video, write_video
 
     spk = root / "videos" / "bad" / "spk99"
     spk.mkdir(parents=True)
@@ -305,7 +305,7 @@ def test_split_without_videos_and_missing_mean_face(tmp_path, mean_face, capsys)
 def test_forty_clips_build_within_a_minute(tmp_path):
     import time
 
-    from dataloaders.synthetic_corpus import build_corpus, synthetic_settings
+    from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
 
     syn = synthetic_settings(compose_cfg(["prep.synthetic.n_clips=40", "prep.synthetic.workers=2"]))
     start = time.perf_counter()

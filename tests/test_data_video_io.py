@@ -1,4 +1,4 @@
-"""Video / audio reading and writing with PyAV (utils/video_io.py), including unreadable files."""
+"""Video / audio reading and writing with PyAV (dataloaders/video_io.py), including unreadable files."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from utils.errors import LipVoicerError
-from utils.video_io import (mux_audio, probe_video, read_audio, read_video, read_video_at_fps, resample_indices,
+from dataloaders.video_io import (mux_audio, probe_video, read_audio, read_video, read_video_at_fps, resample_indices,
                             write_video)
 
 SR = 16000

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dataloaders.lrs_dataset import MelGenTestDataset, MelGenTrainDataset, list_split_clips
-from dataloaders.resumable_sampler import ResumableSampler
+from dataloaders.samplers import ResumableSampler
 from dataloaders.transcript import clean_transcript, read_transcript
 from tests.conftest import TINY_MELGEN, compose_cfg, make_clip
 from utils.errors import LipVoicerError

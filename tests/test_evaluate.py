@@ -1,4 +1,4 @@
-"""evaluate.py / utils/evaluation.py: scoring generated wavs against the ground truth."""
+"""evaluate.py / pipelines/evaluation.py: scoring generated wavs against the ground truth."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +16,7 @@ import soundfile as sf
 
 from tests.conftest import REPO_ROOT, compose_cfg
 from utils.errors import LipVoicerError
-from utils.evaluation import ASRRecognizer, build_recognizer, run_evaluation
+from pipelines.evaluation import ASRRecognizer, build_recognizer, run_evaluation
 
 SR = 16000
 TEXTS = {"spk2/00001": "HELLO WORLD", "spk2/00002": "THE CAT SAT ON A MAT", "spk3/00001": "WE {LG} KNOW WHAT IT IS"}
@@ -95,7 +95,7 @@ def _cfg(root: Path, gen: Path, *extra: str):
 def test_identical_audio_scores_perfectly(corpus, tmp_path, caplog):
     root, wavs = corpus
     gen = make_generated(tmp_path / "gen", wavs)
-    with caplog.at_level(logging.WARNING, logger="utils.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.evaluation"):
         res = run_evaluation(_cfg(root, gen), recognizer=Oracle(wavs))
     assert any("spk9/00042" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
     assert res["n_clips"] == 3 and res["settings"]["skipped"] == ["spk9/00042"]
@@ -153,7 +153,7 @@ def test_silent_clip_gives_nan_pesq_with_warning(corpus, tmp_path, caplog):
     gen = tmp_path / "gen"
     (gen / "spk2").mkdir(parents=True)
     sf.write(gen / "spk2" / "00001.wav", np.zeros_like(wavs["spk2/00001"]), SR)
-    with caplog.at_level(logging.WARNING, logger="utils.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.evaluation"):
         res = run_evaluation(_cfg(root, gen), recognizer=None)
     assert math.isnan(res["rows"][0]["pesq"]) and res["means"]["pesq"] is None
     assert any("PESQ" in r.getMessage() for r in caplog.records)
@@ -166,7 +166,7 @@ def tiny_asr(tmp_path_factory) -> Path:
     import torch
 
     from models.asr import build_asr, save_asr_checkpoint
-    from utils.bpe_tokenizer import train_bpe
+    from dataloaders.tokenizer import train_bpe
 
     ck = tmp_path_factory.mktemp("eval_asr") / "checkpoints"
     cfg = compose_cfg([f"paths.checkpoints_dir={ck}", *TINY_ASR])
@@ -246,7 +246,7 @@ def test_script_prints_table_and_fails_cleanly(corpus, tmp_path):
 
 def test_default_generated_dir_is_the_batch_generation_folder(tmp_path, caplog):
     from tests.conftest import compose_cfg
-    from utils.evaluation import run_evaluation
+    from pipelines.evaluation import run_evaluation
 
     cfg = compose_cfg([f"generate.save_dir={tmp_path}", "generate.w_asr=0", "evaluate.progress=false",
                        "evaluate.recognizer=none"])
@@ -259,7 +259,7 @@ def test_recognising_the_generated_mels(corpus, tiny_asr, tmp_path):
     """evaluate.recognize_from=mel reads <id>.wav.spec beside each wav (the mel before the vocoder)."""
     import torch
 
-    from dataloaders.mel import denormalise_mel
+    from dataloaders.audio import denormalise_mel
 
     root, wavs = corpus
     gen = make_generated(tmp_path / "gen", wavs, with_orphan=False)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from models.diffusion import DiffusionSchedule
-from models.fast_samplers import (AncestralSampler, DDIMSampler, DPMSolverSampler, build_sampler,
+from models.diffusion.schedule import DiffusionSchedule
+from models.diffusion.fast_samplers import (AncestralSampler, DDIMSampler, DPMSolverSampler, build_sampler,
                                   timestep_subsequence)
-from models.melgen_checkpoint import build_melgen
-from models.sampler import GuidedSampler, asr_guidance
+from models.melgen.checkpoint import build_melgen
+from models.diffusion.sampler import GuidedSampler, asr_guidance
 from tests.conftest import TINY_MELGEN, compose_cfg
 from tests.parity_utils import rel_err
 from utils.errors import LipVoicerError

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.hifigan import (HiFiGANGenerator, hifigan_params, load_hifigan, published_state_dict, save_hifigan,
+from models.hifigan.generator import (HiFiGANGenerator, hifigan_params, load_hifigan, published_state_dict, save_hifigan,
                             vocode)
 from utils.errors import LipVoicerError
 

@@ -67,7 +67,7 @@ def _finished(run: Path) -> list[str]:
 
 
 def test_generates_every_clip_then_skips_them(prepared, tmp_path):
-    from utils.split_generation import generate_split
+    from pipelines.split_generation import generate_split
 
     _, assets, corpus = prepared
     cfg = compose_cfg(_overrides(assets, corpus, tmp_path))
@@ -90,7 +90,7 @@ def test_generates_every_clip_then_skips_them(prepared, tmp_path):
 
 
 def test_interrupted_run_finishes_the_rest(prepared, tmp_path, monkeypatch):
-    import utils.split_generation as sg
+    import pipelines.split_generation as sg
 
     _, assets, corpus = prepared
     cfg = compose_cfg(_overrides(assets, corpus, tmp_path, "generate.batch_size=1"))
@@ -124,7 +124,7 @@ def test_interrupted_run_finishes_the_rest(prepared, tmp_path, monkeypatch):
 
 
 def test_missing_lipread_text_is_logged_and_skipped(prepared, tmp_path, caplog):
-    from utils.split_generation import generate_split
+    from pipelines.split_generation import generate_split
 
     _, assets, corpus = prepared
     ids = _test_ids(corpus)
@@ -148,7 +148,7 @@ def test_missing_lipread_text_is_logged_and_skipped(prepared, tmp_path, caplog):
     (["generate.split=dev"], "has no split 'dev'"),
 ])
 def test_bad_settings_are_one_line_errors(prepared, tmp_path, extra, needle):
-    from utils.split_generation import generate_split
+    from pipelines.split_generation import generate_split
 
     _, assets, corpus = prepared
     with pytest.raises(LipVoicerError) as e:
@@ -174,7 +174,7 @@ def test_two_ranks_produce_every_clip_once_and_evaluate(prepared, tmp_path):
     assert n_generated == len(ids)  # each clip exactly once
 
     # evaluate.py with the ground truth standing in for the generated audio
-    from utils.evaluation import run_evaluation
+    from pipelines.evaluation import run_evaluation
 
     gt_run = tmp_path / "gt_as_generated"
     for vid in ids:

@@ -71,7 +71,7 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
     kinds, out_fps, out_frames = _streams(out / f"{name}.mp4")
     assert sorted(kinds) == ["audio", "video"]
     assert out_frames == n_frames
-    from utils.video_io import read_audio
+    from dataloaders.video_io import read_audio
     muxed = read_audio(out / f"{name}.mp4", 16000)
     assert abs(len(muxed) - len(wav)) <= 16000 // 25
 
@@ -89,7 +89,7 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
 
 
 def test_seeded_runs_repeat_and_rerun_replaces(setup, tmp_path):
-    from utils.video_to_speech import generate_for_video, load_generation_models
+    from pipelines.video_to_speech import generate_for_video, load_generation_models
 
     root, assets, video = setup
     cfg = compose_cfg(generation_overrides(assets, [f"generate.video_path={video}", f"generate.save_dir={tmp_path}",
@@ -104,8 +104,8 @@ def test_seeded_runs_repeat_and_rerun_replaces(setup, tmp_path):
 
 
 def test_ntsc_rate_video_is_resampled_to_25_fps(setup, tmp_path):
-    from utils.video_io import read_video
-    from utils.video_to_speech import generate_for_video
+    from dataloaders.video_io import read_video
+    from pipelines.video_to_speech import generate_for_video
 
     root, assets, video = setup
     frames, fps = read_video(video)
@@ -126,7 +126,7 @@ def _cfg(assets, video, save_dir, *extra):
 
 
 def _expect_error(cfg, *needles):
-    from utils.video_to_speech import generate_for_video
+    from pipelines.video_to_speech import generate_for_video
 
     with pytest.raises(LipVoicerError) as e:
         generate_for_video(cfg)
@@ -167,7 +167,7 @@ def test_video_without_a_face(setup, tmp_path):
 
 
 def test_too_short_video(setup, tmp_path):
-    from utils.video_io import read_video
+    from dataloaders.video_io import read_video
 
     _, assets, video = setup
     frames, _ = read_video(video)
@@ -221,7 +221,7 @@ def test_script_error_is_one_line_and_nonzero(setup, tmp_path):
 
 def test_lip_reader_supplies_the_text_when_none_is_given(setup, tmp_path):
     from tests.test_vsr import write_assets
-    from utils.video_to_speech import generate_for_video
+    from pipelines.video_to_speech import generate_for_video
 
     _, assets, video = setup
     ck = tmp_path / "ck"

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from models.diffusion import DiffusionSchedule, melgen_training_loss
-from models.melgen import count_parameters
-from models.melgen_checkpoint import build_melgen, load_melgen, save_melgen
+from models.diffusion.schedule import DiffusionSchedule, melgen_training_loss
+from models.melgen.model import count_parameters
+from models.melgen.checkpoint import build_melgen, load_melgen, save_melgen
 from tests.conftest import TINY_MELGEN, compose_cfg
 from utils.errors import LipVoicerError
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.metrics import char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores, word_errors
+from pipelines.metrics import char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores, word_errors
 
 
 def test_word_and_char_errors():

@@ -12,7 +12,7 @@ from tests.parity_utils import check_cases, det_state_dict, load_fixture, rel_er
 
 # ---------------------------------------------------------------- audio front-end (mel.pt)
 def test_mel_parity():
-    from dataloaders.mel import denormalise_mel, log_mel, normalise_mel
+    from dataloaders.audio import denormalise_mel, log_mel, normalise_mel
 
     fx = load_fixture("mel.pt")
 
@@ -29,7 +29,7 @@ def test_mel_parity():
 def _melgen_from_fixture(fx, state_dict=None):
     from omegaconf import OmegaConf
 
-    from models.melgen_checkpoint import load_melgen
+    from models.melgen.checkpoint import load_melgen
     from tests.parity_utils import REPO_ROOT
 
     cfg = OmegaConf.load(REPO_ROOT / "configs" / "config.yaml")
@@ -84,7 +84,7 @@ def test_melgen_precomputed_condition_matches_forward():
 def _hifigan_from_fixture(fx, state_dict=None):
     from omegaconf import OmegaConf
 
-    from models.hifigan import load_hifigan
+    from models.hifigan.generator import load_hifigan
     from tests.parity_utils import REPO_ROOT
 
     voc = OmegaConf.load(REPO_ROOT / "configs" / "vocoder" / "hifigan_16k.yaml")
@@ -237,7 +237,7 @@ def _sampler_models(fx):
     from omegaconf import OmegaConf
 
     from models.asr import load_asr_checkpoint
-    from models.melgen_checkpoint import load_melgen
+    from models.melgen.checkpoint import load_melgen
     from tests.parity_utils import REPO_ROOT
 
     cfg = OmegaConf.load(REPO_ROOT / "configs" / "config.yaml")
@@ -248,8 +248,8 @@ def _sampler_models(fx):
 
 
 def test_sampler_parity():
-    from models.diffusion import DiffusionSchedule
-    from models.sampler import GuidedSampler, asr_guidance
+    from models.diffusion.schedule import DiffusionSchedule
+    from models.diffusion.sampler import GuidedSampler, asr_guidance
 
     fx = load_fixture("sampler.pt")
     melgen, asr = _sampler_models(fx)
@@ -292,7 +292,7 @@ def test_mouthcrop_parity(tmp_path):
     import numpy as np
 
     from tests.parity_utils import parity_dir
-    from utils.mouth_crop import crop_mouths, load_mean_face
+    from dataloaders.prep.mouth_crop import crop_mouths, load_mean_face
 
     fx = load_fixture("mouthcrop.pt")
     shutil.copy(parity_dir() / "20words_mean_face.npy", tmp_path / "20words_mean_face.npy")  # as a user's copy

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from benchmarks.reference_sampler import reference_sample
-from models.diffusion import DiffusionSchedule
-from models.melgen_checkpoint import build_melgen
-from models.sampler import GuidedSampler
+from models.diffusion.reference import reference_sample
+from models.diffusion.schedule import DiffusionSchedule
+from models.melgen.checkpoint import build_melgen
+from models.diffusion.sampler import GuidedSampler
 from tests.conftest import TINY_MELGEN, compose_cfg
 from tests.parity_utils import rel_err
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import mean_face_source
-from utils.synthetic_recipe import STAGES, RecipeSettings, corrupt_text, run_recipe
+from recipes.synthetic_recipe import STAGES, RecipeSettings, corrupt_text, run_recipe
 from utils.errors import LipVoicerError
 
 

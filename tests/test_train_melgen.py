@@ -5,8 +5,8 @@ import sys
 import torch
 
 from tests.conftest import REPO_ROOT, compose_cfg, tiny_overrides
-from utils.melgen_trainer import experiment_dir, train
-from utils.training import find_latest_iteration, list_checkpoints
+from trainers.melgen import experiment_dir, train
+from trainers.checkpoints import find_latest_iteration, list_checkpoints
 
 
 def _weights(path):

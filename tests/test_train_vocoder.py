@@ -9,12 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from models.hifigan import load_hifigan, vocode
-from models.hifigan_discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
+from models.hifigan.generator import load_hifigan, vocode
+from models.hifigan.discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
                                            generator_adversarial_loss, mel_l1_loss)
 from tests.conftest import REPO_ROOT, compose_cfg
 from utils.errors import LipVoicerError
-from utils.vocoder_trainer import (VocoderSegmentDataset, experiment_dir, list_training_wavs,
+from trainers.vocoder import (VocoderSegmentDataset, experiment_dir, list_training_wavs,
                                    list_vocoder_checkpoints, train)
 
 TINY_D = ["vocoder_train.mpd_channels=[4,8,8,8,8]", "vocoder_train.msd_channels=[4,8,8,8,8,8,8]"]
@@ -61,7 +61,7 @@ def test_discriminator_layout_and_losses():
     assert float(generator_adversarial_loss(zeros * 2)) == pytest.approx(2.0)
     assert float(feature_matching_loss([[torch.ones(3)]], [[torch.zeros(3)]])) == pytest.approx(1.0)
 
-    from dataloaders.mel import log_mel
+    from dataloaders.audio import log_mel
     y = 0.3 * torch.sin(torch.arange(3200) / 5.0).repeat(2, 1)
     assert float(mel_l1_loss(y.unsqueeze(1), log_mel(y))) == 0.0
 

@@ -69,9 +69,9 @@ def generation_overrides(assets: Path, extra: list[str] | None = None) -> list[s
 
 def make_tiny_assets(assets: Path) -> Path:
     from models.asr import build_asr, save_asr_checkpoint
-    from models.hifigan import HiFiGANGenerator, save_hifigan
-    from models.melgen_checkpoint import build_melgen, save_melgen
-    from utils.bpe_tokenizer import train_bpe
+    from models.hifigan.generator import HiFiGANGenerator, save_hifigan
+    from models.melgen.checkpoint import build_melgen, save_melgen
+    from dataloaders.tokenizer import train_bpe
 
     ck = assets / "checkpoints"
     ck.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def make_tiny_assets(assets: Path) -> Path:
 
 
 def make_synthetic_clips(root: Path, n_clips: int = 4) -> Path:
-    from dataloaders.synthetic_corpus import build_corpus, synthetic_settings
+    from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
 
     syn = synthetic_settings(compose_cfg([f"prep.synthetic.n_clips={n_clips}", "prep.synthetic.workers=1"]))
     written, present, failed = build_corpus(root, syn, progress=False)

@@ -2,34 +2,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from utils.errors import LipVoicerError
+from utils.files import atomic_write
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, then rename over `path`.
-
-    A reader never sees a half-written file under the final name, even if the
-    process dies mid-write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """torch.save under a temporary name in the same folder (synced to disk), then renamed over `path`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
 def read_checkpoint(path: str | os.PathLike, fetch_hint: str | None = None) -> dict:
@@ -73,7 +56,17 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: dict, what: str 
     module.load_state_dict(state_dict, strict=True)
 
 
-def strip_prefix(state_dict: dict, prefix: str) -> dict:
-    """Remove `prefix` wherever it occurs at a key segment boundary (e.g. '.module.' of DDP)."""
-    return {k.replace(prefix, "." if prefix.startswith(".") else "", 1) if prefix in k else k: v
-            for k, v in state_dict.items()}
+def strip_ddp_prefix(state_dict, inner: bool = False) -> dict:
+    """Keys as saved from a DistributedDataParallel wrapper, made plain: the leading 'module.' removed
+    when every key has it; with inner=True every '.module.' segment (a wrapped sub-module) and a
+    leading 'module.' of any key are removed too."""
+    items = dict(state_dict)
+    if inner:
+        out = {}
+        for k, v in items.items():
+            k = k.replace(".module.", ".")
+            out[k[len("module."):] if k.startswith("module.") else k] = v
+        return out
+    if items and all(k.startswith("module.") for k in items):
+        return {k[len("module."):]: v for k, v in items.items()}
+    return items

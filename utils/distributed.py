@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -71,3 +72,8 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def shard(items: Sequence, rank: int, world_size: int) -> list:
+    """Every world_size-th item from `rank`: disjoint shards whose union is `items`."""
+    return list(items[rank::world_size])

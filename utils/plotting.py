@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from utils.files import atomic_write
 
 
 def mel_figure(mel, title: str | None = None):
@@ -26,11 +27,8 @@ def mel_figure(mel, title: str | None = None):
 
 def save_mel_png(mel, path: str | os.PathLike, title: str | None = None) -> Path:
     """Write the picture of a mel to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = mel_figure(mel, title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -3,7 +3,7 @@
 It reads the normalised noisy mel x_t (B, 80, L) that MelGen produces at diffusion
 step t (no waveform front-end) and returns CTC logits over 256 BPE pieces at 1/8
 of the mel frame rate. During guided sampling the gradient of its CTC loss against
-the lip-read text, taken w.r.t. x_t, steers the generated mel (models/sampler.py).
+the lip-read text, taken w.r.t. x_t, steers the generated mel (models/diffusion/sampler.py).
 
 Layout (module names follow the published checkpoints `checkpoints_ft_lrs{2,3}.ckpt`):
   fc_t1, fc_t2                      diffusion-step embedding 128 -> 512 -> 512, swish after each
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint
+from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
 __all__ = [
@@ -412,13 +412,7 @@ def asr_state_dict(ckpt, what: str = "ASR checkpoint") -> dict:
     sd = ckpt["model_state_dict"]
     if not isinstance(sd, Mapping):
         raise LipVoicerError(f"{what}: 'model_state_dict' is not a state dict")
-    out = {}
-    for k, v in sd.items():
-        k = k.replace(".module.", ".")
-        if k.startswith("module."):
-            k = k[len("module."):]
-        out[k] = v
-    return out
+    return strip_ddp_prefix(sd, inner=True)
 
 
 def load_asr_checkpoint(path_or_dict, cfg_asr, map_location="cpu") -> ASRGuidanceModel:

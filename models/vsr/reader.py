@@ -15,7 +15,7 @@ from models.vsr.lm import TransformerLM
 from models.vsr.model import VSRModel
 from models.vsr.model_json import parse_lm_json, parse_vsr_json, read_json
 from models.vsr.tokens import TokenList
-from utils.checkpoint import load_state_dict_strict, read_checkpoint
+from utils.checkpoint import load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
 
@@ -43,9 +43,7 @@ def _plain_state_dict(obj, source: str) -> dict:
         obj = obj["model"]  # ESPnet snapshot files keep the weights under "model"
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LipVoicerError(f"{source}: not a state dict of tensors")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return strip_ddp_prefix(obj)
 
 
 def preprocess_mouth_crops(crops: np.ndarray, crop: int = 88, mean: float = 0.421, std: float = 0.165,

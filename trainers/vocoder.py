@@ -1,12 +1,12 @@
 """HiFi-GAN vocoder training loop (train_vocoder.py is the command-line wrapper).
 
-Trains the generator of `cfg.vocoder` (models/hifigan.py) with the multi-period and
-multi-scale discriminators of models/hifigan_discriminators.py on our own audio: every
+Trains the generator of `cfg.vocoder` (models/hifigan/generator.py) with the multi-period and
+multi-scale discriminators of models/hifigan/discriminators.py on our own audio: every
 `.wav` of the split(s) `vocoder_train.split` under `dataset.audios_dir` (or every `.wav`
 under `vocoder_train.wav_dir` when that is set).
 
 Data: each item is a random `segment_samples` window of one clip. The whole clip is
-scaled to peak 1/peak_scale first, exactly as `dataloaders.mel.wav_file_to_mel` does
+scaled to peak 1/peak_scale first, exactly as `dataloaders.audio.wav_file_to_mel` does
 for the `.wav.spec` files MelGen learns from; clips shorter than a segment are padded
 with zeros. On the device the batch's log-mel is computed with `log_mel`
 (segment // hop + 1 frames, centred STFT): the generator gets its first
@@ -43,15 +43,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dataloaders.mel import audio_params, log_mel, peak_normalise, read_wav
-from dataloaders.resumable_sampler import ResumableSampler
-from models.hifigan import HiFiGANGenerator, generator_state_dict, save_hifigan
-from models.hifigan_discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
+from dataloaders.audio import audio_params, log_mel, peak_normalise, read_wav
+from dataloaders.samplers import ResumableSampler
+from models.hifigan.generator import HiFiGANGenerator, generator_state_dict, save_hifigan
+from models.hifigan.discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
                                            generator_adversarial_loss, mel_l1_loss)
 from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.errors import LipVoicerError
-from utils.training import all_rng_states, seed_everything, set_rng_state
+from utils.seeding import all_rng_states, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataloaders.asr_dataset import ASRDataset, collate_asr
-from dataloaders.resumable_sampler import ResumableSampler
+from dataloaders.samplers import ResumableSampler
 from models.asr.model import asr_state_dict, build_asr, count_parameters, ctc_loss, save_asr_checkpoint
-from models.diffusion import DiffusionSchedule
-from utils.bpe_tokenizer import BPETokenizer
+from models.diffusion.schedule import DiffusionSchedule
+from dataloaders.tokenizer import BPETokenizer
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
-from utils.ctc_decoding import greedy_decode
+from models.asr.decoding import greedy_decode
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
 from utils.errors import LipVoicerError
-from utils.training import (all_rng_states, prune_checkpoints, resolve_resume, restore_run_state,
-                            seed_everything)
+from trainers.checkpoints import prune_checkpoints, resolve_resume, restore_run_state
+from utils.seeding import all_rng_states, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def load_tokenizer(cfg) -> BPETokenizer:
         raise LipVoicerError(
             f"{path}: tokenizer not found (asr.train.tokenizer). Fetch the published one with "
             "`python download_checkpoints.py --only tokenizer_bpe256`, or train one on your transcripts with "
-            "`python -m utils.bpe_tokenizer --transcripts-dir <videos_dir> --vocab-size 256 --out <file>.model`")
+            "`python -m dataloaders.tokenizer --transcripts-dir <videos_dir> --vocab-size 256 --out <file>.model`")
     tok = BPETokenizer(path)
     if tok.vocab_size != int(cfg["asr"]["vocab_size"]):
         raise LipVoicerError(f"{path}: tokenizer has {tok.vocab_size} pieces but asr.vocab_size is "

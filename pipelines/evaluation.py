@@ -10,7 +10,7 @@ ground-truth `<video_id>.wav` and transcript of each clip. Per clip:
   step 0 on the normalised log-mel with greedy or beam-search CTC decoding.
 - STOI and ESTOI (pystoi), wide-band PESQ (NaN, with a warning, where PESQ cannot score),
   log-mel L1 and mel cepstral distortion, lengths aligned by cropping to the shorter
-  (utils/metrics.py).
+  (pipelines/metrics.py).
 
 Outputs: `metrics_per_clip.csv`, `metrics_summary.json` (means over clips, corpus-level
 WER / CER over all words, settings) and `metrics.md` (a Markdown table), each written
@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,11 +31,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dataloaders.mel import audio_params, log_mel, normalise_mel, peak_normalise, read_wav
+from dataloaders.audio import audio_params, log_mel, normalise_mel, peak_normalise, read_wav
 from utils.errors import LipVoicerError
-from utils.metrics import (char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores,
+from utils.files import atomic_text
+from pipelines.metrics import (char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores,
                            word_errors)
-from utils.text_normalization import normalize_text, transcript_from_lrs_text
+from dataloaders.text import normalize_text, transcript_from_lrs_text
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class ASRRecognizer:
     Each wav is turned into a log-mel exactly as in training (peak-normalised, log-mel,
     normalised to the diffusion range), clips are batched (sorted by length, zero-padded as
     in training) and read at diffusion step 0, then decoded greedily or by a beam decoder
-    (an object with `decode(logits, lengths) -> texts`, utils/ctc_decoding.py). The model's
+    (an object with `decode(logits, lengths) -> texts`, models/asr/decoding.py). The model's
     convolutions are not masked, so in a padded batch the end of a shorter clip can read
     slightly differently than alone; batch_size=1 gives each clip's own result.
     """
@@ -188,7 +188,7 @@ class ASRRecognizer:
         logits, out_lengths = logits.float().cpu(), out_lengths.cpu()
         if self.decoder is not None:
             return list(self.decoder.decode(logits, out_lengths))
-        from utils.ctc_decoding import greedy_texts
+        from models.asr.decoding import greedy_texts
 
         return greedy_texts(logits, out_lengths, self.tokenizer)
 
@@ -228,7 +228,7 @@ def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognize
     if decoder_kind not in DECODERS:
         raise LipVoicerError(f"evaluate.decoder: unknown decoder '{decoder_kind}' (use {' or '.join(DECODERS)})")
     from models.asr import load_asr_checkpoint
-    from utils.bpe_tokenizer import BPETokenizer
+    from dataloaders.tokenizer import BPETokenizer
     from utils.distributed import resolve_device
 
     device = torch.device(device) if device is not None else resolve_device(ev.get("device", "auto"))
@@ -243,7 +243,7 @@ def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognize
     model = load_asr_checkpoint(asr_checkpoint(cfg), cfg["asr"], map_location=device)
     decoder = None
     if decoder_kind == "beam":
-        from utils.ctc_decoding import build_beam_decoder
+        from models.asr.decoding import build_beam_decoder
 
         decoder = build_beam_decoder(cfg, tokenizer, use_lm=bool(ev.get("beam_lm", True)))
     return ASRRecognizer(model, tokenizer, cfg["audio"], device, decoder, int(ev.get("batch_size", 1)))
@@ -334,21 +334,6 @@ def _json_safe(x):
     return x
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a temporary file in the same folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _csv_value(v):
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.6g}"
@@ -364,10 +349,10 @@ def write_outputs(rows: Sequence[dict], summary: dict, out_dir: str | os.PathLik
     for r in rows:
         w.writerow([_csv_value(r[c]) for c in CSV_COLUMNS])
     paths = {
-        "csv": atomic_write_text(out_dir / OUTPUT_FILES[0], buf.getvalue()),
-        "json": atomic_write_text(out_dir / OUTPUT_FILES[1],
+        "csv": atomic_text(out_dir / OUTPUT_FILES[0], buf.getvalue()),
+        "json": atomic_text(out_dir / OUTPUT_FILES[1],
                                   json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"),
-        "md": atomic_write_text(out_dir / OUTPUT_FILES[2], markdown_table(summary)),
+        "md": atomic_text(out_dir / OUTPUT_FILES[2], markdown_table(summary)),
     }
     return paths
 
@@ -399,7 +384,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     if ev.get("generated_dir"):
         gen_dir = Path(str(ev["generated_dir"]))
     else:  # the folder inference_full_test_split.py writes for the same generate.* settings
-        from utils.batch_generation import run_dir
+        from pipelines.outputs import run_dir
 
         g = cfg["generate"]
         gen_dir = run_dir(g["save_dir"], cfg["dataset"]["name"], g["w_video"], g["w_asr"], g["asr_start"])

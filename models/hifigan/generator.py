@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint
+from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
 LRELU_SLOPE = 0.1          # between layers
@@ -247,9 +247,7 @@ def generator_state_dict(obj, source: str = "checkpoint") -> dict:
     sd = obj["generator"]
     if not isinstance(sd, dict):
         raise LipVoicerError(f"{source}: 'generator' is not a state dict")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
+    return strip_ddp_prefix(sd)
 
 
 def load_hifigan(source, cfg_vocoder=None, map_location="cpu", fetch_hint: str | None = None) -> HiFiGANGenerator:

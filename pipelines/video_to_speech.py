@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from utils.errors import LipVoicerError
+from utils.files import check_writable, publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +72,9 @@ def versions() -> dict:
     return info
 
 
-def check_writable(directory: Path) -> None:
-    """Create `directory` if needed and make sure a file can be written there."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise LipVoicerError(f"{directory}: output directory cannot be written ({e.strerror or e})") from None
-
-
 def check_video_length(path: Path, gen_cfg) -> None:
     """Refuse a video longer than generate.max_seconds before decoding it (from its header)."""
-    from utils.video_io import probe_video
+    from dataloaders.video_io import probe_video
 
     info = probe_video(path)
     limit = float(gen_cfg["max_seconds"])
@@ -142,11 +132,11 @@ def generation_files(cfg, lip_reading: bool = False) -> dict[str, str]:
 def load_generation_models(cfg, device: torch.device) -> GenerationModels:
     """MelGen, HiFi-GAN and (when generate.w_asr > 0) the ASR fine-tune and its tokenizer."""
     from models.asr import load_asr_checkpoint
-    from models.diffusion import DiffusionSchedule
-    from models.hifigan import load_hifigan
-    from models.melgen_checkpoint import load_melgen
+    from models.diffusion.schedule import DiffusionSchedule
+    from models.hifigan.generator import load_hifigan
+    from models.melgen.checkpoint import load_melgen
     from models.weight_norm import fold_weight_norm
-    from utils.bpe_tokenizer import BPETokenizer
+    from dataloaders.tokenizer import BPETokenizer
 
     files = generation_files(cfg)
     asr = tokenizer = None
@@ -169,7 +159,7 @@ def load_generation_models(cfg, device: torch.device) -> GenerationModels:
 # ----------------------------------------------------------------------------- the computation
 def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tuple[str, str]:
     """(text, where it came from): generate.text when given, else the lip reader's reading."""
-    from utils.text_normalization import normalize_text
+    from dataloaders.text import normalize_text
 
     given = cfg["generate"].get("text")
     if given is not None and str(given).strip():
@@ -202,10 +192,10 @@ def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_fra
                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,))."""
     from dataloaders.lrs_dataset import face_to_tensor, mouth_to_tensor
-    from dataloaders.mel import denormalise_mel
-    from models.hifigan import vocode
-    from models.fast_samplers import build_sampler
-    from models.sampler import asr_guidance
+    from dataloaders.audio import denormalise_mel
+    from models.hifigan.generator import vocode
+    from models.diffusion.fast_samplers import build_sampler
+    from models.diffusion.sampler import asr_guidance
 
     gen = cfg["generate"]
     mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
@@ -237,7 +227,7 @@ def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tens
                   crops: np.ndarray | None, text: str, fps: float, timer: StageTimer) -> dict[str, str]:
     """Every output file of one video into tmp_dir; returns {kind: file name}."""
     from utils.plotting import save_mel_png
-    from utils.video_io import mux_audio, write_video
+    from dataloaders.video_io import mux_audio, write_video
 
     files = {"wav": f"{name}.wav", "mel": f"{name}.wav.spec", "mel_png": f"{name}.png", "video": f"{name}.mp4",
              "text": f"{name}.txt"}
@@ -253,17 +243,6 @@ def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tens
             files["mouth_video"] = f"{name}_mouth.mp4"
             write_video(tmp_dir / files["mouth_video"], crops, fps=fps)
     return files
-
-
-def publish_dir(tmp_dir: Path, final: Path) -> None:
-    """Move the finished temporary folder to its final name (replacing an older result)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp_dir, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the job

@@ -90,7 +90,7 @@ def phoneme_visemes(name: str) -> list[str]:
 def viseme_track(phonemes, total: float, step: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
     """Piecewise-constant target shapes: (times (N,), shape parameters (N, 4)).
 
-    phonemes: objects with .name, .start, .end in seconds (utils.espeak.Phoneme).
+    phonemes: objects with .name, .start, .end in seconds (dataloaders.synthetic.espeak.Phoneme).
     """
     n = max(int(np.ceil(total / step)), 1)
     times = np.arange(n) * step

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-from dataloaders.mel import log_mel
+from dataloaders.audio import log_mel
 from utils.errors import LipVoicerError
 
 LRELU_SLOPE = 0.1

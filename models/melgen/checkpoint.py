@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from models.melgen import MelGen
-from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint
+from models.melgen.model import MelGen
+from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
 
@@ -22,10 +22,7 @@ def melgen_state_dict(obj: dict, source: str = "checkpoint") -> dict:
     if not isinstance(obj, dict) or "model_state_dict" not in obj:
         raise LipVoicerError(f"{source}: not a MelGen checkpoint (no 'model_state_dict')")
     sd = obj["model_state_dict"]
-    # Checkpoints saved from a DistributedDataParallel wrapper carry a 'module.' prefix.
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
+    return strip_ddp_prefix(sd)
 
 
 def load_melgen(source, cfg, map_location="cpu", fetch_hint: str | None = None) -> MelGen:

@@ -12,18 +12,17 @@ Unreadable input raises LipVoicerError with one line naming the file and the rea
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from utils.errors import LipVoicerError
+from utils.files import atomic_write
 
 
 def _av():
-    import av  # noqa: PLC0415 - keep `import utils.video_io` light
+    import av  # noqa: PLC0415 - keep `import dataloaders.video_io` light
 
     return av
 
@@ -171,20 +170,6 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     return wav
 
 
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yields a temporary path beside `path` (same suffix); renamed onto `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _to_int16(audio: np.ndarray) -> np.ndarray:
     a = np.asarray(audio)
     if a.dtype == np.int16:
@@ -251,7 +236,8 @@ def write_video(path: str | Path, frames, fps: float = 25.0, audio: np.ndarray |
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     frames = np.ascontiguousarray(frames[:, :h, :w].astype(np.uint8, copy=False))
     path = Path(path)
-    with atomic_path(path) as tmp:
+
+    def write(tmp: Path) -> None:
         with av.open(str(tmp), "w", format="mp4") as out:
             vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
@@ -264,6 +250,8 @@ def write_video(path: str | Path, frames, fps: float = 25.0, audio: np.ndarray |
                 out.mux(packet)
             if astream is not None:
                 _encode_audio(out, astream, audio, sample_rate)
+
+    atomic_write(path, write)
     return path
 
 
@@ -273,7 +261,8 @@ def mux_audio(video_path: str | Path, audio: np.ndarray, sample_rate: int, out_p
     video_path, out_path = Path(video_path), Path(out_path)
     with _open_input(video_path) as src:
         vin = _video_stream(src, video_path)
-        with atomic_path(out_path) as tmp:
+
+        def write(tmp: Path) -> None:
             with av.open(str(tmp), "w", format="mp4") as out:
                 vout = out.add_stream_from_template(vin)
                 astream = _add_audio_stream(out, sample_rate)
@@ -286,4 +275,6 @@ def mux_audio(video_path: str | Path, audio: np.ndarray, sample_rate: int, out_p
                 except av.error.FFmpegError as e:
                     raise LipVoicerError(f"{video_path}: corrupt or truncated video ({_reason(e)})") from None
                 _encode_audio(out, astream, audio, sample_rate)
+
+        atomic_write(out_path, write)
     return out_path

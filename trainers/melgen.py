@@ -19,14 +19,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataloaders.lrs_dataset import MelGenTrainDataset
-from dataloaders.resumable_sampler import ResumableSampler
-from models.diffusion import DiffusionSchedule, melgen_training_loss
-from models.melgen import count_parameters
-from models.melgen_checkpoint import build_melgen, melgen_state_dict, save_melgen
+from dataloaders.samplers import ResumableSampler
+from models.diffusion.schedule import DiffusionSchedule, melgen_training_loss
+from models.melgen.model import count_parameters
+from models.melgen.checkpoint import build_melgen, melgen_state_dict, save_melgen
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
 from utils.distributed import DistInfo, any_rank, barrier, cleanup_distributed, init_distributed
-from utils.training import (all_rng_states, prune_checkpoints, resolve_resume, restore_run_state,
-                            seed_everything)
+from trainers.checkpoints import prune_checkpoints, resolve_resume, restore_run_state
+from utils.seeding import all_rng_states, seed_everything
 
 log = logging.getLogger(__name__)
 

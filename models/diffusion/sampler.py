@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from models.diffusion import DiffusionSchedule
+from models.diffusion.schedule import DiffusionSchedule
 
 # grad_fn(x, lengths, steps (B,1) float) -> d loss / d x (B, 80, L)
 GradFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

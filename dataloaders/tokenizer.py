@@ -2,12 +2,12 @@
 
 Piece id 0 is `<unk>`; the ASR uses it as the CTC blank, so real text never maps
 to it (the published model is trained with `unk_surface=""`, no BOS/EOS, full
-character coverage). Text is normalised (utils/text_normalization.py) before encoding.
+character coverage). Text is normalised (dataloaders/text.py) before encoding.
 
 Train a model of any size on a transcript corpus:
 
-    python -m utils.bpe_tokenizer --corpus texts.txt --vocab-size 256 --out checkpoints/my_bpe256.model
-    python -m utils.bpe_tokenizer --transcripts-dir data/synthetic/videos --vocab-size 256 --out tok.model
+    python -m dataloaders.tokenizer --corpus texts.txt --vocab-size 256 --out checkpoints/my_bpe256.model
+    python -m dataloaders.tokenizer --transcripts-dir data/synthetic/videos --vocab-size 256 --out tok.model
 
 `--corpus` is a text file with one sentence per line; `--transcripts-dir` collects every
 LRS-style `<clip>.txt` (first line `Text:  <words>`) below a folder.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from utils.errors import LipVoicerError, exit_on_user_error
-from utils.text_normalization import normalize_text, transcript_from_lrs_text
+from dataloaders.text import normalize_text, transcript_from_lrs_text
 
 
 def _spm():
@@ -46,6 +46,12 @@ class BPETokenizer:
             self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
             raise LipVoicerError(f"{self.path}: not a SentencePiece model ({type(e).__name__})") from e
+
+    def check_vocab_size(self, expected: int, setting: str = "asr.vocab_size") -> "BPETokenizer":
+        """The tokenizer must have as many pieces as the model has outputs (else one line naming both)."""
+        if self.vocab_size != int(expected):
+            raise LipVoicerError(f"{self.path}: tokenizer has {self.vocab_size} pieces but {setting} is {expected}")
+        return self
 
     @property
     def vocab_size(self) -> int:

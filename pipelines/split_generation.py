@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.batch_generation import ClipOutputs, atomic_write, collate_clips, length_batches, run_dir, shard
+from dataloaders.batching import collate_clips, length_batches
+from pipelines.outputs import ClipOutputs, run_dir
+from utils.distributed import shard
+from utils.files import atomic_write, check_writable
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ def video_id(clip: str) -> str:
 
 def read_lipread_text(text_dir: Path, clip: str) -> str | None:
     """First line of `<text_dir>/<video_id>.txt` (or `<clip>.txt`), normalised; None when missing."""
-    from utils.text_normalization import normalize_text
+    from dataloaders.text import normalize_text
 
     for rel in (video_id(clip), clip):
         path = text_dir / f"{rel}.txt"
@@ -97,7 +100,7 @@ def write_clip(out: ClipOutputs, *, mel: torch.Tensor, gt_mel: torch.Tensor, aud
     import soundfile as sf
 
     from utils.plotting import save_mel_png
-    from utils.video_io import mux_audio
+    from dataloaders.video_io import mux_audio
 
     atomic_write(out.path(".wav"), lambda p: sf.write(str(p), audio, sr, subtype="PCM_16", format="WAV"))
     atomic_write(out.path(".wav.spec"), lambda p: torch.save(mel.clone(), p))
@@ -121,12 +124,12 @@ def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device
                    models=None) -> SplitSummary:
     """Generate this rank's shard of cfg.generate.split; returns what happened."""
     from dataloaders.lrs_dataset import ClipPaths, MelGenTestDataset, list_split_clips
-    from dataloaders.mel import denormalise_mel
-    from models.hifigan import vocode
-    from models.fast_samplers import build_sampler
-    from models.sampler import asr_guidance
+    from dataloaders.audio import denormalise_mel
+    from models.hifigan.generator import vocode
+    from models.diffusion.fast_samplers import build_sampler
+    from models.diffusion.sampler import asr_guidance
     from utils.distributed import resolve_device
-    from utils.video_to_speech import check_writable, load_generation_models, warn_if_text_too_long
+    from pipelines.video_to_speech import load_generation_models, warn_if_text_too_long
 
     gen = cfg["generate"]
     device = device or resolve_device(gen["device"])

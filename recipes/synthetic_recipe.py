@@ -195,7 +195,7 @@ def corrupt_text(text: str, fraction: float, vocabulary: list[str], rng: random.
 
 # ----------------------------------------------------------------------------- stages
 def stage_corpus(s: RecipeSettings) -> None:
-    run_script(s, ["-m", "dataloaders.synthetic_corpus", "--out_dir", str(s.data), "--n_clips", str(s.n_clips),
+    run_script(s, ["-m", "dataloaders.synthetic.corpus", "--out_dir", str(s.data), "--n_clips", str(s.n_clips),
                    "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress"], "corpus")
 
 
@@ -218,7 +218,7 @@ def stage_prep(s: RecipeSettings) -> None:
 def stage_tokenizer(s: RecipeSettings) -> None:
     if s.tokenizer.is_file():
         return
-    from utils.bpe_tokenizer import collect_lrs_transcripts, train_bpe
+    from dataloaders.tokenizer import collect_lrs_transcripts, train_bpe
 
     texts = []
     for split in ("pretrain", "trainval"):
@@ -269,7 +269,7 @@ def stage_vocoder(s: RecipeSettings) -> Path:
 
 def stage_texts(s: RecipeSettings) -> None:
     """texts/true_text/<id>.txt (the transcripts) and texts/corrupted_text/<id>.txt (words replaced)."""
-    from utils.text_normalization import transcript_from_lrs_text
+    from dataloaders.text import transcript_from_lrs_text
 
     test = s.data / "videos" / "test"
     files = sorted(test.rglob("*.txt"))
@@ -313,7 +313,7 @@ def way_overrides(s: RecipeSettings, way: str) -> list[str]:
 
 
 def run_dir_of(s: RecipeSettings, way: str, cfg_gen: dict) -> Path:
-    from utils.batch_generation import run_dir
+    from pipelines.outputs import run_dir
 
     base = s.work_dir / "generated" / way
     w_asr = 0 if way == "no_guidance" else cfg_gen["w_asr"]

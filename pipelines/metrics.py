@@ -8,7 +8,7 @@ import jiwer
 import numpy as np
 import torch
 
-from dataloaders.mel import log_mel, peak_normalise
+from dataloaders.audio import log_mel, peak_normalise
 
 
 def _align(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

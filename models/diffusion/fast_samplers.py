@@ -1,7 +1,7 @@
 """Few-step samplers for MelGen (DDIM, DPM-Solver++(2M)) and bf16 autocast for every sampler.
 
 All of them run the trained MelGen unchanged and guide the noise prediction exactly as
-models.sampler.GuidedSampler does (SPEC.md, "Guided sampling"):
+models.diffusion.sampler.GuidedSampler does (SPEC.md, "Guided sampling"):
 
   eps = (1 + w_video) eps(x, video, face, t) - w_video eps(x, null, null, t)       (GuidedSampler.guided_eps)
   if t <= asr_start and w_asr > 0:  g = d CTC(ASR(x, t), text) / dx
@@ -41,8 +41,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from models.diffusion import DiffusionSchedule
-from models.sampler import GradFn, GuidedSampler
+from models.diffusion.schedule import DiffusionSchedule
+from models.diffusion.sampler import GradFn, GuidedSampler
 from utils.errors import LipVoicerError
 
 __all__ = ["SAMPLERS", "AncestralSampler", "DDIMSampler", "DPMSolverSampler", "bf16_autocast", "build_sampler",
@@ -284,7 +284,7 @@ def build_sampler(gen_cfg, melgen, schedule: DiffusionSchedule) -> GuidedSampler
     generate.steps (ddim / dpm_solver only), generate.bf16, w_video, w_asr, asr_start (and an optional
     generate.eta for ddim, default 0).
 
-    ancestral without bf16 gives models.sampler.GuidedSampler itself (all diffusion.T steps).
+    ancestral without bf16 gives models.diffusion.sampler.GuidedSampler itself (all diffusion.T steps).
     """
     name = str(_get(gen_cfg, "sampler", "ancestral"))
     w = dict(w_video=float(_get(gen_cfg, "w_video", 2.0)), w_asr=float(_get(gen_cfg, "w_asr", 1.5)),

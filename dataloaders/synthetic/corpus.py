@@ -1,7 +1,7 @@
 """A synthetic talking-face corpus in the LRS3 layout, for running the whole pipeline without LRS2/LRS3.
 
-    python -m dataloaders.synthetic_corpus --out_dir data/synthetic --n_clips 40 --workers 2
-    python dataloaders/synthetic_corpus.py prep.synthetic.n_clips=2000 prep.synthetic.workers=16
+    python -m dataloaders.synthetic.corpus --out_dir data/synthetic --n_clips 40 --workers 2
+    python dataloaders/synthetic/corpus.py prep.synthetic.n_clips=2000 prep.synthetic.workers=16
 
 Writes `<out>/videos/<split>/<speaker>/<clip>.mp4` (25 fps H.264 + 16 kHz mono AAC) and
 `<clip>.txt` (first line `Text:  <WORDS>`, then LRS3-style word timings) for the splits
@@ -11,7 +11,7 @@ Each clip: a sentence from a small built-in grammar (fixed seed; every sentence 
 so test sentences are never seen in training), spoken by espeak-ng with a speaker's voice,
 pitch and speed (16 kHz mono); a video of a real face photograph (scikit-image's
 astronaut) whose mouth is redrawn every frame from the phoneme timings espeak-ng reports:
-each phoneme maps to a viseme (closed, open, rounded, spread, ...; see utils/visemes.py),
+each phoneme maps to a viseme (closed, open, rounded, spread, ...; see dataloaders/synthetic/visemes.py),
 smoothly interpolated. Phonemes that share a viseme (p/b/m, t/d/n/s, k/g, ...) look alike,
 as in real lip reading. Speakers differ in voice and look (mirroring, scale, position,
 brightness, colour); clips add small variations and slow head motion.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -35,12 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
 from utils.config import compose_config
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.files import atomic_text
 
 log = logging.getLogger("synthetic_corpus")
 
@@ -288,8 +288,8 @@ def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarr
     import cv2
     from scipy.signal import resample_poly
 
-    from utils.espeak import synthesize
-    from utils.visemes import mouth_shapes
+    from dataloaders.synthetic.espeak import synthesize
+    from dataloaders.synthetic.visemes import mouth_shapes
 
     fps = float(syn_cfg["fps"])
     sr = int(syn_cfg["sampling_rate"])
@@ -355,7 +355,7 @@ def transcript_text(sentence: str, timings) -> str:
 
 def write_clip(spec: ClipSpec, out_dir: str, syn_cfg: dict) -> tuple[str, str | None]:
     """Write one clip (video + transcript); returns (relative path, error line or None)."""
-    from utils.video_io import write_video
+    from dataloaders.video_io import write_video
 
     video = Path(out_dir) / "videos" / f"{spec.rel}.mp4"
     text = video.with_suffix(".txt")
@@ -368,9 +368,7 @@ def write_clip(spec: ClipSpec, out_dir: str, syn_cfg: dict) -> tuple[str, str | 
         frames, audio, timings = synthesize_clip(spec, syn_cfg)
         write_video(video, frames, syn_cfg["fps"], audio=audio, sample_rate=syn_cfg["sampling_rate"],
                     crf=int(syn_cfg["crf"]))
-        tmp = text.with_name(f".{text.name}.{os.getpid()}.tmp")
-        tmp.write_text(transcript_text(spec.sentence, timings))
-        os.replace(tmp, text)
+        atomic_text(text, transcript_text(spec.sentence, timings))
         return spec.rel, None
     except LipVoicerError as e:
         return spec.rel, f"{video}: {e}"
@@ -380,7 +378,7 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
     """Write the corpus; returns (written, already present, failed)."""
     from tqdm import tqdm
 
-    from utils import espeak
+    from dataloaders.synthetic import espeak
 
     if not espeak.available():
         raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
@@ -413,9 +411,7 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
     meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]),
             "splits": {s: sum(1 for c in specs if c.split == s) for s in SPLITS},
             "speakers": {spk.name: asdict(spk) for spk in {c.speaker.name: c.speaker for c in specs}.values()}}
-    tmp = out_dir / f".synthetic_corpus.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out_dir / "synthetic_corpus.json")
+    atomic_text(out_dir / "synthetic_corpus.json", json.dumps(meta, indent=1))
     return len(todo) - failed, len(present), failed
 
 

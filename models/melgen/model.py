@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.face_stream import FaceStream
-from models.lip_stream import LipStream
-from models.wavenet import WaveNet
+from models.melgen.face_stream import FaceStream
+from models.melgen.lip_stream import LipStream
+from models.melgen.wavenet import WaveNet
 
 _WAVENET_KEYS = ("in_channels", "out_channels", "res_channels", "skip_channels", "num_res_layers", "dilation_cycle",
                  "diffusion_step_embed_dim_in", "diffusion_step_embed_dim_mid", "diffusion_step_embed_dim_out",
