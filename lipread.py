@@ -32,7 +32,7 @@ def mouth_crops_for(path: Path, cfg):
     if not path.is_file():
         raise LipVoicerError(f"{path}: file not found")
     try:
-        from dataloaders.extract_mouthcrops import mouth_crops_from_video
+        from dataloaders.prep.mouthcrops import mouth_crops_from_video
     except ImportError as e:
         raise LipVoicerError(f"{path}: mouth cropping from a video is not available yet ({e}); "
                              "give mouth crops as a .npz instead") from e

@@ -8,8 +8,8 @@ Rows (w_video 2, w_asr 1.5 with an ASR, asr_start 270 scaled to diffusion.T):
   reference   models/diffusion/reference.py: fp32, visual features recomputed in every forward,
               separate conditional / unconditional calls, clip by clip. With --batch B it is timed on
               --ref-clips clips and scaled to B (the row says so).
-  ancestral   models.diffusion.sampler.GuidedSampler (all T steps), fp32 and bf16 autocast.
-  ddim / dpm_solver at --steps step counts (models/diffusion/fast_samplers.py), fp32 and bf16.
+  ancestral   models/diffusion/samplers.py (all T steps) over the batched Guidance, fp32 and bf16 autocast.
+  ddim / dpm_solver at --steps step counts (models/diffusion/samplers.py), fp32 and bf16.
 Columns: median time of a whole batch (after a warm-up run), speedup over the reference, peak GPU
 memory (CUDA), and for bf16 rows the rel_err ||bf16 - fp32|| / ||fp32|| of the final mel from the same
 noise. The fp32 ancestral row's rel_err compares clip 0 with the reference path from the same noise.
@@ -30,14 +30,12 @@ from benchmarks.common import device_name, time_call, write_report  # noqa: E402
 from models.diffusion.reference import reference_sample  # noqa: E402
 from utils.config import compose_config  # noqa: E402
 from models.diffusion.schedule import DiffusionSchedule  # noqa: E402
-from models.diffusion.fast_samplers import AncestralSampler, DDIMSampler, DPMSolverSampler  # noqa: E402
 from models.melgen.checkpoint import build_melgen, load_melgen  # noqa: E402
-from models.diffusion.sampler import GuidedSampler, asr_guidance  # noqa: E402
+from models.asr.model import build_asr, load_asr_checkpoint  # noqa: E402
+from models.diffusion.guidance import asr_guidance  # noqa: E402
+from models.diffusion.samplers import Sampler  # noqa: E402
 
-TINY_MELGEN = ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
-               "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",
-               "melgen.tcn_channels=16", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5",
-               "melgen.face_embed_dim=8", "melgen.tcn_classes=4", "video.mouth_crop=32", "video.face_size=64"]
+TINY_MELGEN = ["melgen=tiny"]
 TINY_ASR = ["asr.vocab_size=20", "asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]",
             "asr.num_heads=2", "asr.conv_kernel=5", "asr.ff_ratio=2", "asr.step_embed_dim_in=16",
             "asr.step_embed_dim_mid=32", "asr.step_embed_dim_out=32"]
@@ -77,7 +75,6 @@ def build_models(cfg, args, device):
     melgen = melgen.to(device).eval()
     asr = None
     if args.w_asr > 0:
-        from models.asr import build_asr, load_asr_checkpoint
         asr = load_asr_checkpoint(args.asr_ckpt, cfg.asr) if args.asr_ckpt else build_asr(cfg.asr)
         asr = asr.to(device).eval()
     return melgen, asr
@@ -155,30 +152,27 @@ def main(argv=None):
             name += f" [timed on {n_ref} clip(s), x{b / n_ref:g}]"
         rows.append({"path": name, "steps": T, "median_s": ref_s, "speedup": 1.0, "peak_gib": r["peak_gib"]})
         # the optimized sampler on clip 0 from the reference's noise: the two paths must agree
-        x0 = GuidedSampler(melgen, sch, **w).sample(mouth[:1], face[:1], x_T=x_T_ref[0],
-                                                    step_noise=SeededNoise((1, 80, length), 100, device, T - 1),
-                                                    grad_fn=asr_guidance(asr, tokens[:1], tok_len[:1])
-                                                    if asr is not None else None)
+        x0 = Sampler(sch, "ancestral", **w).sample(melgen, mouth[:1], face[:1], x_T=x_T_ref[0],
+                                                   step_noise=SeededNoise((1, 80, length), 100, device, T - 1),
+                                                   grad_fn=asr_guidance(asr, tokens[:1], tok_len[:1])
+                                                   if asr is not None else None)
         opt_vs_ref = rel_err(x0, ref_out[0])
     else:
         opt_vs_ref = None
 
-    variants = [("ancestral (GuidedSampler, fp32)", T, lambda: GuidedSampler(melgen, sch, **w), None),
-                ("ancestral (bf16 autocast)", T, lambda: AncestralSampler(melgen, sch, **w, bf16=True),
-                 "ancestral (GuidedSampler, fp32)")]
+    variants = [("ancestral (fp32)", T, Sampler(sch, "ancestral", **w), None),
+                ("ancestral (bf16 autocast)", T, Sampler(sch, "ancestral", **w, bf16=True), "ancestral (fp32)")]
     for n in steps_list:
-        for label, cls in (("ddim", DDIMSampler), ("dpm_solver++ 2M", DPMSolverSampler)):
+        for label, kind in (("ddim", "ddim"), ("dpm_solver++ 2M", "dpm_solver")):
             fp32 = f"{label} (fp32)"
-            variants.append((fp32, n, lambda cls=cls, n=n: cls(melgen, sch, **w, steps=n), None))
-            variants.append((f"{label} (bf16 autocast)", n, lambda cls=cls, n=n: cls(melgen, sch, **w, steps=n,
-                                                                                   bf16=True), fp32))
-    for name, n, make, compare in variants:
-        sampler = make()
+            variants.append((fp32, n, Sampler(sch, kind, **w, steps=n), None))
+            variants.append((f"{label} (bf16 autocast)", n, Sampler(sch, kind, **w, steps=n, bf16=True), fp32))
+    for name, n, sampler, compare in variants:
         out = {}
 
         def run():
             g = torch.Generator(device=device).manual_seed(0)  # the same noise on every call and in every row
-            out["x"] = sampler.sample(mouth, face, grad_fn=grad_fn, generator=g)
+            out["x"] = sampler.sample(melgen, mouth, face, grad_fn=grad_fn, generator=g)
         r = time_call(run, device, args.repeats, warmup=1)
         outputs[(name, n)] = out["x"]
         row = {"path": name, "steps": n, "median_s": r["median_s"],

@@ -19,14 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import device_name, time_call, write_report  # noqa: E402
+from dataloaders.lrs_dataset import MelGenTrainDataset  # noqa: E402
 from models.diffusion.schedule import DiffusionSchedule, melgen_training_loss  # noqa: E402
 from models.melgen.checkpoint import build_melgen  # noqa: E402
+from trainers.base import make_loader  # noqa: E402
 from utils.config import compose_config  # noqa: E402
+from utils.distributed import DistInfo  # noqa: E402
 
-TINY = ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
-        "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",
-        "melgen.tcn_channels=16", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=8",
-        "video.mouth_crop=32", "video.face_size=64"]
+TINY = ["melgen=tiny"]
 
 
 def make_step(model, opt, sch, batch, bf16: bool, device):
@@ -80,13 +80,11 @@ def main(argv=None):
         base = base or sps
         rows.append({"path": name, "samples_per_s": sps, "speedup": sps / base, "peak_gib": r["peak_gib"]})
     if args.data_root:
-        from trainers.melgen import _make_loader
-        from utils.distributed import DistInfo
-        from dataloaders.lrs_dataset import MelGenTrainDataset
         dcfg = compose_config((TINY if args.tiny else []) + [f"dataset.root={args.data_root}",
                                                        f"train.batch_size_per_gpu={args.batch}",
                                                        f"train.num_workers={args.workers}"])
-        loader = iter(_make_loader(dcfg, MelGenTrainDataset(dcfg), DistInfo(device=device), 0))
+        loader = iter(make_loader(MelGenTrainDataset(dcfg), args.batch, args.workers, int(dcfg.seed),
+                                  DistInfo(device=device)))
         torch.manual_seed(0)
         model = build_melgen(dcfg).to(device).train()
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from dataloaders.lrs_dataset import list_split_clips, load_mel
 from dataloaders.audio import normalise_mel
-from utils.errors import LipVoicerError
+from dataloaders.layout import list_split_clips
+from dataloaders.lrs_dataset import load_mel
 from dataloaders.text import transcript_from_lrs_text
+from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
 

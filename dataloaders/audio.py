@@ -1,6 +1,6 @@
 """Audio front-end: waveform -> 80-band log-mel, and the diffusion model's mel normalisation.
 
-Definitions (SPEC.md, "Signals"): 16 kHz audio, n_fft 640, hop 160, Hann window 640,
+Definitions (the published LipVoicer settings): 16 kHz audio, n_fft 640, hop 160, Hann window 640,
 magnitude STFT with reflect padding of n_fft/2, Slaney mel basis 20-8000 Hz,
 log(clamp(x, 1e-5)). Waveforms are scaled to peak 1/1.1 first.
 """

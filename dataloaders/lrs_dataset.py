@@ -1,9 +1,7 @@
 """LRS2 / LRS3 (and the synthetic corpus, same layout) for MelGen.
 
-Layout (configs/dataset/*.yaml): `videos_dir`, `audios_dir`, `mouthrois_dir` hold the
-same relative clip paths `<source dir>/<speaker>/<clip>` with `.mp4` (+ `.txt`
-transcript), `.wav` + `.wav.spec` (log-mel, 80 x frames) and `.npz` (mouth crops,
-key `data`, uint8 T x 96 x 96) respectively.
+Clips and their files come from dataloaders/layout.py (`list_split_clips`, `ClipPaths`);
+the model-input transforms from dataloaders/transforms.py.
 
 Training items are 1-second windows (25 video frames, 100 mel frames) at a random,
 aligned position, with the training augmentations. Test items are whole clips with
@@ -18,63 +16,15 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
 from dataloaders.audio import normalise_mel, read_wav
-from dataloaders.transcript import read_transcript
+from dataloaders.layout import ClipPaths, list_split_clips
+from dataloaders.text import read_transcript
+from dataloaders.transforms import face_to_tensor, mouth_to_tensor
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# ----------------------------------------------------------------------------- clip lists
-def list_split_clips(dataset_cfg, split: str) -> list[str]:
-    """Clip ids (`<dir>/<speaker>/<clip>`, no extension) of a split, sorted.
-
-    A source `{dir: D}` lists every .mp4 under `videos_dir/D`; `{dir: D, list: F}` reads
-    clip ids (first token of each line, relative to D) from the file F under the dataset root.
-    """
-    splits = dataset_cfg["splits"]
-    if split not in splits:
-        raise LipVoicerError(f"dataset '{dataset_cfg['name']}' has no split '{split}' (has: {', '.join(splits)})")
-    videos_dir = Path(dataset_cfg["videos_dir"])
-    if not videos_dir.is_dir():
-        raise LipVoicerError(f"{videos_dir}: videos directory not found (dataset.videos_dir)")
-    clips = []
-    for src in splits[split]:
-        d = videos_dir / src["dir"]
-        if src.get("list"):
-            lst = Path(dataset_cfg["root"]) / src["list"]
-            if not lst.is_file():
-                raise LipVoicerError(f"{lst}: file list of split '{split}' not found")
-            for line in lst.read_text().splitlines():
-                if line.strip():
-                    clips.append(f"{src['dir']}/{line.split()[0]}")
-        else:
-            if not d.is_dir():
-                raise LipVoicerError(f"{d}: directory of split '{split}' not found")
-            clips.extend(str(p.relative_to(videos_dir).with_suffix("")) for p in d.rglob("*.mp4"))
-    if not clips:
-        raise LipVoicerError(f"{videos_dir}: split '{split}' of dataset '{dataset_cfg['name']}' has no clips")
-    return sorted(clips)
-
-
-class ClipPaths:
-    def __init__(self, dataset_cfg, clip: str):
-        self.id = clip
-        self.video = Path(dataset_cfg["videos_dir"]) / f"{clip}.mp4"
-        self.text = Path(dataset_cfg["videos_dir"]) / f"{clip}.txt"
-        self.wav = Path(dataset_cfg["audios_dir"]) / f"{clip}.wav"
-        self.mel = Path(dataset_cfg["audios_dir"]) / f"{clip}.wav.spec"
-        self.mouth = Path(dataset_cfg["mouthrois_dir"]) / f"{clip}.npz"
-
-    def missing(self, need_wav: bool = False) -> list[Path]:
-        need = [self.video, self.mel, self.mouth] + ([self.wav] if need_wav else [])
-        return [p for p in need if not p.is_file()]
 
 
 # ----------------------------------------------------------------------------- readers
@@ -123,39 +73,6 @@ def check_lengths(clip: ClipPaths, video_frames: int, mel_frames: int, per_frame
             f"{clip.mouth}: mouth crops have {video_frames} frames but {clip.mel} covers {mel_video} "
             f"video frames ({mel_frames} mel frames); they differ by more than one frame")
     return min(video_frames, mel_video)
-
-
-# ----------------------------------------------------------------------------- transforms
-def mouth_to_tensor(crops: np.ndarray, video_cfg, train: bool, rng: random.Random | None = None) -> torch.Tensor:
-    """uint8 (T, 96, 96) -> normalised (1, T, 88, 88): random crop + flip in training, centre crop else."""
-    size = int(video_cfg["mouth_crop"])
-    h, w = crops.shape[1:]
-    if train:
-        top, left = rng.randint(0, h - size), rng.randint(0, w - size)
-    else:
-        top, left = (h - size) // 2, (w - size) // 2
-    x = torch.from_numpy(np.ascontiguousarray(crops[:, top:top + size, left:left + size])).float() / 255.0
-    if train and rng.random() < 0.5:
-        x = x.flip(-1)
-    x = (x - float(video_cfg["mouth_mean"])) / float(video_cfg["mouth_std"])
-    return x.unsqueeze(0)
-
-
-def face_to_tensor(frame: np.ndarray, video_cfg, train: bool, rng: random.Random | None = None) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (3, S, S): short side resized to S (224), centre square, ImageNet
-    normalisation; in training a random horizontal flip and brightness/colour jitter."""
-    size = int(video_cfg["face_size"])
-    img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
-    img = TF.resize(img, size, antialias=True)
-    img = TF.center_crop(img, [size, size])
-    img = img.float() / 255.0
-    if train:
-        lo, hi = video_cfg["face_jitter"]
-        if rng.random() < 0.5:
-            img = img.flip(-1)
-        img = TF.adjust_brightness(img, rng.uniform(lo, hi))
-        img = TF.adjust_saturation(img, rng.uniform(lo, hi))
-    return TF.normalize(img, IMAGENET_MEAN, IMAGENET_STD)
 
 
 # ----------------------------------------------------------------------------- datasets

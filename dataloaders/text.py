@@ -1,14 +1,21 @@
-"""Text normalisation for LRS-style transcripts (ASR targets, lip-read texts, WER).
+"""Text normalisation and LRS transcripts (ASR targets, lip-read texts, WER).
 
 LRS2/LRS3 transcripts are upper case (`Text:  WE DON'T {LG} KNOW`), with noise
 markers such as `{LG}` (laughter) and `{NS}` (noise). The ASR's tokenizer and its
 language model work on lower-case words without punctuation; apostrophes inside
 words are kept ("don't").
+
+    normalize_text("WE DON'T {LG} KNOW.")            # "we don't know"
+    transcript_from_lrs_text(path.read_text())      # normalised words of a `<clip>.txt`
+    read_transcript(path)                           # the same from the file (errors name it)
 """
 from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
+
+from utils.errors import LipVoicerError
 
 _MARKER = re.compile(r"\{[A-Za-z]+\}")               # {LG}, {NS}, ...
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")               # everything but letters, digits, apostrophe, space
@@ -34,3 +41,15 @@ def transcript_from_lrs_text(content: str) -> str:
     if first.startswith("Text:"):
         first = first[len("Text:"):]
     return normalize_text(first)
+
+
+def read_transcript(path: str | Path) -> str:
+    """transcript_from_lrs_text of the file; a missing or empty file is a LipVoicerError naming it."""
+    path = Path(path)
+    try:
+        content = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise LipVoicerError(f"{path}: transcript not found") from None
+    if not content.splitlines():
+        raise LipVoicerError(f"{path}: transcript is empty")
+    return transcript_from_lrs_text(content)

@@ -21,13 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from utils.errors import LipVoicerError, exit_on_user_error
 from dataloaders.text import normalize_text, transcript_from_lrs_text
+from utils.errors import LipVoicerError, exit_on_user_error
 
 
 def _spm():
     try:
-        import sentencepiece as spm
+        import sentencepiece as spm  # noqa: PLC0415 - optional at import time; a clear error when missing
     except ImportError as e:  # pragma: no cover - listed in requirements.txt
         raise LipVoicerError("the 'sentencepiece' package is missing (pip install sentencepiece)") from e
     return spm

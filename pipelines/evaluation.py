@@ -31,12 +31,19 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from dataloaders.audio import audio_params, log_mel, normalise_mel, peak_normalise, read_wav
+from dataloaders.text import normalize_text, transcript_from_lrs_text
+from dataloaders.tokenizer import BPETokenizer
+from models.asr.decoding import build_beam_decoder, greedy_texts
+from models.builders import asr_checkpoint_path, load_asr
+from pipelines.outputs import run_dir
+from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import atomic_text
 from pipelines.metrics import (char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores,
                            word_errors)
-from dataloaders.text import normalize_text, transcript_from_lrs_text
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +195,6 @@ class ASRRecognizer:
         logits, out_lengths = logits.float().cpu(), out_lengths.cpu()
         if self.decoder is not None:
             return list(self.decoder.decode(logits, out_lengths))
-        from models.asr.decoding import greedy_texts
-
         return greedy_texts(logits, out_lengths, self.tokenizer)
 
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[str]:
@@ -207,13 +212,8 @@ class ASRRecognizer:
 
 
 def asr_checkpoint(cfg) -> Path:
-    """evaluate.asr_ckpt, or the published fine-tune for generate.dataset."""
-    path = cfg["evaluate"].get("asr_ckpt")
-    if path:
-        return Path(str(path))
-    from models.asr import asr_checkpoint_path
-
-    return asr_checkpoint_path(cfg, cfg["generate"]["dataset"])
+    """evaluate.asr_ckpt, or the published fine-tune of dataset.name (the one generation used)."""
+    return asr_checkpoint_path(cfg, ("evaluate", "asr_ckpt"))
 
 
 def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognizer | None:
@@ -227,24 +227,15 @@ def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognize
     decoder_kind = str(ev.get("decoder") or "greedy").lower()
     if decoder_kind not in DECODERS:
         raise LipVoicerError(f"evaluate.decoder: unknown decoder '{decoder_kind}' (use {' or '.join(DECODERS)})")
-    from models.asr import load_asr_checkpoint
-    from dataloaders.tokenizer import BPETokenizer
-    from utils.distributed import resolve_device
-
     device = torch.device(device) if device is not None else resolve_device(ev.get("device", "auto"))
     tok_path = Path(str(ev["tokenizer"]))
     if not tok_path.is_file():
         raise LipVoicerError(f"{tok_path}: tokenizer not found (evaluate.tokenizer); fetch it with: "
                              "python download_checkpoints.py --only tokenizer_bpe256")
-    tokenizer = BPETokenizer(tok_path)
-    if tokenizer.vocab_size != int(cfg["asr"]["vocab_size"]):
-        raise LipVoicerError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} pieces but asr.vocab_size is "
-                             f"{cfg['asr']['vocab_size']}")
-    model = load_asr_checkpoint(asr_checkpoint(cfg), cfg["asr"], map_location=device)
+    tokenizer = BPETokenizer(tok_path).check_vocab_size(cfg["asr"]["vocab_size"])
+    model = load_asr(asr_checkpoint(cfg), cfg, device)
     decoder = None
     if decoder_kind == "beam":
-        from models.asr.decoding import build_beam_decoder
-
         decoder = build_beam_decoder(cfg, tokenizer, use_lm=bool(ev.get("beam_lm", True)))
     return ASRRecognizer(model, tokenizer, cfg["audio"], device, decoder, int(ev.get("batch_size", 1)))
 
@@ -377,15 +368,11 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     recognizer: a callable wavs -> texts to use instead of the configured one; None turns WER /
     CER off; left out, evaluate.recognizer decides (build_recognizer).
     """
-    from tqdm import tqdm
-
     ev = cfg["evaluate"]
     check_extra_metrics(ev.get("extra_metrics"))
     if ev.get("generated_dir"):
         gen_dir = Path(str(ev["generated_dir"]))
     else:  # the folder inference_full_test_split.py writes for the same generate.* settings
-        from pipelines.outputs import run_dir
-
         g = cfg["generate"]
         gen_dir = run_dir(g["save_dir"], cfg["dataset"]["name"], g["w_video"], g["w_asr"], g["asr_start"])
         log.info("evaluate.generated_dir not set: scoring %s (from generate.save_dir and the guidance settings)",

@@ -17,10 +17,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import soundfile as sf
+
+from dataloaders.audio import denormalise_mel
 from dataloaders.batching import collate_clips, length_batches
+from dataloaders.layout import ClipPaths, list_split_clips
+from dataloaders.lrs_dataset import MelGenTestDataset
+from dataloaders.text import normalize_text
+from dataloaders.video_io import mux_audio
+from pipelines.generation import GenerationCore
 from pipelines.outputs import ClipOutputs, run_dir
 from utils.distributed import shard
+from utils.distributed import resolve_device
 from utils.files import atomic_write, check_writable
+from utils.plotting import save_mel_png
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
@@ -56,8 +66,6 @@ def video_id(clip: str) -> str:
 
 def read_lipread_text(text_dir: Path, clip: str) -> str | None:
     """First line of `<text_dir>/<video_id>.txt` (or `<clip>.txt`), normalised; None when missing."""
-    from dataloaders.text import normalize_text
-
     for rel in (video_id(clip), clip):
         path = text_dir / f"{rel}.txt"
         if path.is_file():
@@ -97,11 +105,6 @@ def text_source(gen_cfg) -> str | None:
 # ----------------------------------------------------------------------------- outputs of one clip
 def write_clip(out: ClipOutputs, *, mel: torch.Tensor, gt_mel: torch.Tensor, audio: np.ndarray, sr: int,
                gt_text: str, lipread_text: str | None, video: Path | None) -> None:
-    import soundfile as sf
-
-    from utils.plotting import save_mel_png
-    from dataloaders.video_io import mux_audio
-
     atomic_write(out.path(".wav"), lambda p: sf.write(str(p), audio, sr, subtype="PCM_16", format="WAV"))
     atomic_write(out.path(".wav.spec"), lambda p: torch.save(mel.clone(), p))
     save_mel_png(mel, out.path(".png"), title="generated")
@@ -121,16 +124,8 @@ def remove_stale_temporaries(out: ClipOutputs) -> None:
 
 # ----------------------------------------------------------------------------- the job
 def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
-                   models=None) -> SplitSummary:
+                   core: GenerationCore | None = None) -> SplitSummary:
     """Generate this rank's shard of cfg.generate.split; returns what happened."""
-    from dataloaders.lrs_dataset import ClipPaths, MelGenTestDataset, list_split_clips
-    from dataloaders.audio import denormalise_mel
-    from models.hifigan.generator import vocode
-    from models.diffusion.fast_samplers import build_sampler
-    from models.diffusion.sampler import asr_guidance
-    from utils.distributed import resolve_device
-    from pipelines.video_to_speech import load_generation_models, warn_if_text_too_long
-
     gen = cfg["generate"]
     device = device or resolve_device(gen["device"])
     texts_from = text_source(gen)
@@ -173,9 +168,8 @@ def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device
     if not todo:
         return summary
 
-    if models is None:
-        models = load_generation_models(cfg, device)
-    sampler = build_sampler(gen, models.melgen, models.schedule)
+    if core is None:
+        core = GenerationCore.load(cfg, device)
     dataset = MelGenTestDataset(cfg, clips=todo)
     index = {c: i for i, c in enumerate(todo)}
     generator = torch.Generator(device=device).manual_seed(int(gen["seed"]) + rank)
@@ -197,20 +191,9 @@ def generate_split(cfg, rank: int = 0, world_size: int = 1, device: torch.device
         ids = batch["ids"]
         guide_texts = [lip_texts.get(c) if texts_from != GROUND_TRUTH else batch["texts"][i]
                        for i, c in enumerate(ids)]
-        grad_fn = None
-        if models.asr is not None:
-            tok = [models.tokenizer.encode(t or "") for t in guide_texts]
-            for c, t, n in zip(ids, tok, batch["lengths"].tolist()):
-                warn_if_text_too_long(cfg, len(t), n, c)
-            tokens = torch.zeros(len(tok), max(1, max(len(t) for t in tok)), dtype=torch.long)
-            for i, t in enumerate(tok):
-                tokens[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-            grad_fn = asr_guidance(models.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device))
-        x = sampler.sample(batch["mouthroi"].to(device), batch["face_image"].to(device), grad_fn=grad_fn,
-                           lengths=batch["lengths"].to(device), generator=generator)
-        mels = denormalise_mel(x.float(), float(cfg["audio"]["clamp_min"]))
-        audio = vocode(models.vocoder, mels, lengths=batch["lengths"],
-                       peak_scale=float(cfg["vocoder"]["peak_scale"])).cpu()
+        mels, audio = core.generate(batch["mouthroi"].to(device), batch["face_image"].to(device), batch["lengths"],
+                                    guide_texts, ids=ids, generator=generator)
+        audio = audio.cpu()
         for i, clip in enumerate(ids):
             n = int(batch["lengths"][i])
             out = ClipOutputs(out_root, video_id(clip), with_video)

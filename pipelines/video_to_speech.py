@@ -20,14 +20,23 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import soundfile as sf
+
+from dataloaders.prep.mouthcrops import mouth_crops_from_frames, video_frames
+from dataloaders.text import normalize_text
+from dataloaders.transforms import face_to_tensor, mouth_to_tensor
+from dataloaders.video_io import mux_audio, probe_video, write_video
+from models.vsr.reader import load_lip_reader
+from pipelines.generation import GenerationCore, generation_files
+from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import check_writable, publish_dir
+from utils.plotting import save_mel_png
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +83,6 @@ def versions() -> dict:
 
 def check_video_length(path: Path, gen_cfg) -> None:
     """Refuse a video longer than generate.max_seconds before decoding it (from its header)."""
-    from dataloaders.video_io import probe_video
-
     info = probe_video(path)
     limit = float(gen_cfg["max_seconds"])
     if info["duration"] is not None and info["duration"] > limit:
@@ -83,89 +90,12 @@ def check_video_length(path: Path, gen_cfg) -> None:
                              f"(generate.max_seconds; memory grows with length: cut the video or raise the limit)")
 
 
-def _require_file(cfg, path, what: str, alternative: str = "") -> Path:
-    """A file the run needs: missing -> one line naming it and, for a published asset, the command
-    that fetches it (plus `alternative`, another way round, when given)."""
-    from utils.assets import find_asset_for_path, missing_asset_error
-
-    path = Path(str(path))
-    if path.is_file():
-        return path
-    tail = f" ({alternative})" if alternative else ""
-    if find_asset_for_path(cfg, path) is not None:
-        raise LipVoicerError(f"{missing_asset_error(cfg, path)}{tail}")
-    raise LipVoicerError(f"{path}: {what} not found{tail}")
-
-
-# ----------------------------------------------------------------------------- models
-@dataclass
-class GenerationModels:
-    melgen: torch.nn.Module
-    vocoder: torch.nn.Module
-    schedule: object
-    asr: torch.nn.Module | None = None
-    tokenizer: object | None = None
-    files: dict = field(default_factory=dict)
-
-
-def generation_files(cfg, lip_reading: bool = False) -> dict[str, str]:
-    """The files a generation run needs, checked before any heavy work (missing -> LipVoicerError
-    naming the file and the command that fetches it)."""
-    from models.asr import asr_checkpoint_path
-
-    gen = cfg["generate"]
-    files = {"melgen": str(_require_file(cfg, gen["ckpt_path"], "MelGen checkpoint (generate.ckpt_path)")),
-             "vocoder": str(_require_file(cfg, cfg["vocoder"]["checkpoint"], "HiFi-GAN checkpoint"))}
-    if float(gen["w_asr"]) > 0:
-        files["asr"] = str(_require_file(cfg, asr_checkpoint_path(cfg, gen["dataset"]), "ASR checkpoint"))
-        tok_path = Path(str(cfg["paths"]["checkpoints_dir"])) / str(cfg["asr"]["tokenizer"])
-        files["tokenizer"] = str(_require_file(cfg, tok_path, "ASR tokenizer"))
-    if lip_reading:
-        v = cfg["vsr"]
-        keys = ["model_path", "model_conf", "units_path"] + (["lm_path", "lm_conf"] if float(v["lm_weight"]) else [])
-        for key in keys:
-            _require_file(cfg, v[key], f"lip-reader file (vsr.{key})",
-                          "or skip lip reading by giving the spoken text: generate.text='...'")
-    return files
-
-
-def load_generation_models(cfg, device: torch.device) -> GenerationModels:
-    """MelGen, HiFi-GAN and (when generate.w_asr > 0) the ASR fine-tune and its tokenizer."""
-    from models.asr import load_asr_checkpoint
-    from models.diffusion.schedule import DiffusionSchedule
-    from models.hifigan.generator import load_hifigan
-    from models.melgen.checkpoint import load_melgen
-    from models.weight_norm import fold_weight_norm
-    from dataloaders.tokenizer import BPETokenizer
-
-    files = generation_files(cfg)
-    asr = tokenizer = None
-    if "asr" in files:
-        tok_path = files["tokenizer"]
-        tokenizer = BPETokenizer(tok_path)
-        if tokenizer.vocab_size != int(cfg["asr"]["vocab_size"]):
-            raise LipVoicerError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} pieces but asr.vocab_size is "
-                                 f"{cfg['asr']['vocab_size']}")
-        asr = load_asr_checkpoint(files["asr"], cfg["asr"], map_location=device)
-        asr.requires_grad_(False)
-    melgen = load_melgen(files["melgen"], cfg, map_location=device)
-    melgen.requires_grad_(False)
-    fold_weight_norm(melgen)  # g * v / ||v|| once, not in every one of the 400 x 2 forward passes
-    vocoder = load_hifigan(files["vocoder"], cfg["vocoder"], map_location=device)
-    schedule = DiffusionSchedule.from_config(cfg["diffusion"], device=device)
-    return GenerationModels(melgen, vocoder, schedule, asr, tokenizer, files)
-
-
 # ----------------------------------------------------------------------------- the computation
 def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tuple[str, str]:
     """(text, where it came from): generate.text when given, else the lip reader's reading."""
-    from dataloaders.text import normalize_text
-
     given = cfg["generate"].get("text")
     if given is not None and str(given).strip():
         return normalize_text(str(given)), "generate.text"
-    from models.vsr import load_lip_reader
-
     reader = load_lip_reader(cfg, device=device)
     try:
         text = reader.read(crops, device=device, source=source)
@@ -176,59 +106,26 @@ def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tupl
     return normalize_text(text), "lip reader"
 
 
-def warn_if_text_too_long(cfg, n_tokens: int, mel_frames: int, clip: str = "clip") -> None:
-    """CTC cannot align more tokens than the ASR has output frames: the loss is then infinite,
-    zeroed, and the guidance has no effect. Say so instead of failing silently."""
-    from models.asr import output_lengths
-
-    frames = int(output_lengths(torch.tensor([mel_frames]), cfg["asr"])[0])
-    if n_tokens > frames:
-        log.warning("%s: the text has %d tokens but the ASR sees only %d frames; ASR guidance has no effect "
-                    "(the text is too long for the clip)", clip, n_tokens, frames)
-
-
-def speech_from_crops(models: GenerationModels, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
+def speech_from_crops(core: GenerationCore, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
                       device: torch.device, generator: torch.Generator | None = None,
                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,))."""
-    from dataloaders.lrs_dataset import face_to_tensor, mouth_to_tensor
-    from dataloaders.audio import denormalise_mel
-    from models.hifigan.generator import vocode
-    from models.diffusion.fast_samplers import build_sampler
-    from models.diffusion.sampler import asr_guidance
-
-    gen = cfg["generate"]
+    """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,)):
+    the generation core on a batch of one."""
     mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
     face = face_to_tensor(face_frame, cfg["video"], train=False).unsqueeze(0).to(device)
-    grad_fn = None
-    if models.asr is not None and text:
-        ids = models.tokenizer.encode(text)
-        warn_if_text_too_long(cfg, len(ids), mouth.shape[2] * models.melgen.upsample_factor)
-        if ids:
-            tokens = torch.tensor([ids], dtype=torch.long, device=device)
-            grad_fn = asr_guidance(models.asr, tokens, torch.tensor([len(ids)], device=device))
-    if models.asr is not None and grad_fn is None:
-        log.warning("no text to guide with: sampling without ASR guidance")
-    sampler = build_sampler(gen, models.melgen, models.schedule)
-    x = sampler.sample(mouth, face, grad_fn=grad_fn, generator=generator, progress=progress)
-    mel = denormalise_mel(x[0].float(), float(cfg["audio"]["clamp_min"]))
-    audio = vocode(models.vocoder, mel, peak_scale=float(cfg["vocoder"]["peak_scale"]))
-    return mel.cpu(), audio.cpu()
+    mels, audio = core.generate(mouth, face, None, [text], ids=[str(cfg["generate"]["video_path"])],
+                                generator=generator, progress=progress)
+    return mels[0].cpu(), audio[0].cpu()
 
 
 # ----------------------------------------------------------------------------- outputs
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    import soundfile as sf
-
     sf.write(str(path), audio, sr, subtype="PCM_16", format="WAV")
 
 
 def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tensor, audio: np.ndarray, sr: int,
                   crops: np.ndarray | None, text: str, fps: float, timer: StageTimer) -> dict[str, str]:
     """Every output file of one video into tmp_dir; returns {kind: file name}."""
-    from utils.plotting import save_mel_png
-    from dataloaders.video_io import mux_audio, write_video
-
     files = {"wav": f"{name}.wav", "mel": f"{name}.wav.spec", "mel_png": f"{name}.png", "video": f"{name}.mp4",
              "text": f"{name}.txt"}
     with timer("write_audio"):
@@ -246,11 +143,9 @@ def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tens
 
 
 # ----------------------------------------------------------------------------- the job
-def generate_for_video(cfg, models: GenerationModels | None = None) -> Path:
-    """Run the whole job for cfg.generate.video_path; returns the output folder."""
-    from dataloaders.extract_mouthcrops import mouth_crops_from_frames, video_frames
-    from utils.distributed import resolve_device
-
+def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
+    """Run the whole job for cfg.generate.video_path; returns the output folder (the models are
+    loaded here unless a loaded GenerationCore is passed)."""
     gen = cfg["generate"]
     if not gen.get("video_path"):
         raise LipVoicerError("no video given: set generate.video_path=<file>")
@@ -282,13 +177,13 @@ def generate_for_video(cfg, models: GenerationModels | None = None) -> Path:
     with timer("text"):
         text, text_source = read_text(cfg, crops, device, str(video_path))
     log.info("text (%s): %s", text_source, text or "<empty>")
-    if models is None:
+    if core is None:
         with timer("load_models"):
-            models = load_generation_models(cfg, device)
+            core = GenerationCore.load(cfg, device)
     seed = int(gen["seed"])
     generator = torch.Generator(device=device).manual_seed(seed)
     with timer("sampling"):
-        mel, audio = speech_from_crops(models, cfg, crops, frames[0], text, device, generator, progress)
+        mel, audio = speech_from_crops(core, cfg, crops, frames[0], text, device, generator, progress)
     audio_np = audio.numpy().astype(np.float32)
     sr = int(cfg["audio"]["sampling_rate"])
 
@@ -307,7 +202,7 @@ def generate_for_video(cfg, models: GenerationModels | None = None) -> Path:
             "device": str(device),
             "settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                          for k, v in dict(gen).items()},
-            "checkpoints": models.files,
+            "checkpoints": core.files,
             "timings_s": dict(timer.seconds),
             "versions": versions(),
             "files": files,

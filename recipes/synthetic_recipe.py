@@ -42,20 +42,9 @@ WAYS = ("no_guidance", "true_text", "corrupted_text")
 
 # Model sizes. "full" is the published configuration; "small" fits a short GPU budget;
 # "mini" trains on a CPU in tens of minutes; "tiny" is for tests on CPU (seconds).
-MELGEN_SIZES = {
-    "full": [],
-    "small": ["melgen.res_channels=256", "melgen.skip_channels=256", "melgen.num_res_layers=8",
-              "melgen.tcn_channels=256", "melgen.diffusion_step_embed_dim_mid=256",
-              "melgen.diffusion_step_embed_dim_out=256"],
-    "mini": ["melgen.res_channels=64", "melgen.skip_channels=64", "melgen.num_res_layers=6",
-             "melgen.diffusion_step_embed_dim_mid=64", "melgen.diffusion_step_embed_dim_out=64",
-             "melgen.tcn_channels=64", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=32",
-             "video.face_size=112"],
-    "tiny": ["melgen.res_channels=16", "melgen.skip_channels=16", "melgen.num_res_layers=2",
-             "melgen.diffusion_step_embed_dim_mid=32", "melgen.diffusion_step_embed_dim_out=32",
-             "melgen.tcn_channels=16", "melgen.tcn_layers=2", "melgen.shufflenet_width=0.5", "melgen.face_embed_dim=8",
-             "melgen.tcn_classes=4", "video.mouth_crop=32", "video.face_size=64"],
-}
+# MelGen sizes are the presets of configs/melgen/ (mini and tiny also shrink video.face_size / mouth_crop).
+MELGEN_SIZES = {"full": ["melgen=published"], "small": ["melgen=small"], "mini": ["melgen=mini"],
+                "tiny": ["melgen=tiny"]}
 ASR_SIZES = {
     "full": [],
     "small": ["asr.dims=[120,168,240]", "asr.num_blocks=[3,3,3]"],
@@ -196,7 +185,7 @@ def corrupt_text(text: str, fraction: float, vocabulary: list[str], rng: random.
 # ----------------------------------------------------------------------------- stages
 def stage_corpus(s: RecipeSettings) -> None:
     run_script(s, ["-m", "dataloaders.synthetic.corpus", "--out_dir", str(s.data), "--n_clips", str(s.n_clips),
-                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress"], "corpus")
+                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress", *s.extra], "corpus")
 
 
 def stage_prep(s: RecipeSettings) -> None:
@@ -207,10 +196,10 @@ def stage_prep(s: RecipeSettings) -> None:
     for split in ("pretrain", "trainval", "test"):
         run_script(s, ["dataloaders/extract_audio_from_video.py", "--ds_dir", str(videos), "--split", split,
                        "--out_dir", str(s.data / "audios"), f"prep.num_workers={s.workers}",
-                       "prep.progress=false"], f"prep audio {split}")
+                       "prep.progress=false", *s.extra], f"prep audio {split}")
         run_script(s, ["dataloaders/extract_mouthcrops.py", "--ds_dir", str(videos), "--split", split,
                        "--out_dir", str(s.data / "mouth_rois"), f"prep.mean_face_path={s.mean_face}",
-                       f"prep.num_workers={s.workers}", "prep.progress=false"], f"prep mouth crops {split}")
+                       f"prep.num_workers={s.workers}", "prep.progress=false", *s.extra], f"prep mouth crops {split}")
     run_script(s, ["dataloaders/wav2mel.py", f"wav2mel.audios_dir={s.data / 'audios'}",
                    f"wav2mel.num_workers={s.workers}", *common(s)], "prep mels")
 
@@ -298,8 +287,8 @@ def generation_overrides(s: RecipeSettings) -> list[str]:
     if missing:
         raise LipVoicerError(f"{s.work_dir}: no trained {', '.join(missing)} yet (run those stages first)")
     return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, ASR_SIZES[s.size]), *VOCODER_SIZES[s.size],
-            f"generate.ckpt_path={melgen[1]}", f"asr.checkpoints.lrs3={asr[1].resolve()}",
-            f"asr.tokenizer={s.tokenizer.resolve()}", f"vocoder.checkpoint={voc[1]}", "generate.dataset=lrs3",
+            f"generate.ckpt_path={melgen[1]}", f"generate.asr_ckpt={asr[1].resolve()}",
+            f"asr.tokenizer={s.tokenizer.resolve()}", f"vocoder.checkpoint={voc[1]}",
             f"generate.batch_size={s.batch_size}",
             f"generate.device={s.device}", "generate.progress=false",
             *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]

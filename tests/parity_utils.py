@@ -22,11 +22,16 @@ def parity_dir() -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
-def load_fixture(name: str) -> dict:
+def fixture_file(name: str) -> Path:
+    """The path of a file of the fixtures folder; skips the test with a reason when it is absent."""
     path = parity_dir() / name
     if not path.is_file():
         pytest.skip(f"parity fixture {path} not found (set LIPVOICER_PARITY_DIR to the fixtures folder)")
-    return torch.load(path, weights_only=False, map_location="cpu")
+    return path
+
+
+def load_fixture(name: str) -> dict:
+    return torch.load(fixture_file(name), weights_only=False, map_location="cpu")
 
 
 def _detweights():

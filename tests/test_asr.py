@@ -160,10 +160,8 @@ def test_bad_input_shape():
 
 
 def test_published_config_size():
-    from omegaconf import OmegaConf
-
-    from tests.parity_utils import REPO_ROOT
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    from tests.helpers import compose_cfg
+    cfg = compose_cfg(["asr=default"]).asr   # composed: n_mels etc. come from audio.*
     m = build_asr(cfg)
     n = count_parameters(m)
     assert 34.0e6 < n < 34.3e6, n      # "about 34 M parameters"

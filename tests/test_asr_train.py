@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg
 
 TINY_ASR = [
     "asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]", "asr.patch_size=[3,1,1]",

@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from dataloaders.audio import denormalise_mel, log_mel, normalise_mel, peak_normalise, read_wav, wav_file_to_mel
-from dataloaders.wav2mel import convert_tree
-from tests.conftest import REPO_ROOT
+from dataloaders.prep.wav2mel import convert_tree
+from tests.helpers import REPO_ROOT
 from utils.errors import LipVoicerError
 
 

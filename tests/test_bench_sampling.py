@@ -13,7 +13,7 @@ def test_bench_sampling_tiny(tmp_path):
     assert data["rows"] == rows and data["meta"]["model"] == "tiny" and data["meta"]["T"] == 8
     assert data["meta"]["asr"] and data["meta"]["asr_start"] == round(270 * 8 / 400)
     paths = [r["path"] for r in rows]
-    assert paths[0].startswith("reference") and paths[1] == "ancestral (GuidedSampler, fp32)"
+    assert paths[0].startswith("reference") and paths[1] == "ancestral (fp32)"
     assert {"ddim (fp32)", "dpm_solver++ 2M (fp32)", "dpm_solver++ 2M (bf16 autocast)"} <= set(paths)
     assert len(rows) == 7 and all(r["median_s"] > 0 and r["speedup"] > 0 for r in rows)
     assert [r["steps"] for r in rows] == [8, 8, 8, 3, 3, 3, 3]

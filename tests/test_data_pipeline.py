@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 from utils.errors import LipVoicerError
 
 SR = 16000
@@ -59,7 +59,7 @@ def test_plan_splits_speakers_and_held_out_sentences():
 
 
 def test_corpus_layout_transcripts_and_signals(corpus):
-    from dataloaders.transcript import read_transcript
+    from dataloaders.text import read_transcript
     from dataloaders.video_io import probe_video, read_audio
 
     root, syn = corpus
@@ -166,7 +166,7 @@ def test_extract_mouthcrops_same_relative_paths(corpus, mean_face, capsys):
 
 
 def test_mouth_crop_is_centred_on_the_mouth(corpus, mean_face):
-    from dataloaders.extract_mouthcrops import mouth_crops_from_video, video_frames
+    from dataloaders.prep.mouthcrops import mouth_crops_from_video, video_frames
 
     root, _ = corpus
     cfg = {"mean_face_path": str(mean_face), "detector": "mediapipe"}

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dataloaders.lrs_dataset import MelGenTestDataset, MelGenTrainDataset, list_split_clips
+from dataloaders.layout import list_split_clips
+from dataloaders.lrs_dataset import MelGenTestDataset, MelGenTrainDataset
 from dataloaders.samplers import ResumableSampler
-from dataloaders.transcript import clean_transcript, read_transcript
-from tests.conftest import TINY_MELGEN, compose_cfg, make_clip
+from dataloaders.text import normalize_text as clean_transcript, read_transcript
+from tests.helpers import TINY_MELGEN, compose_cfg, make_clip
 from utils.errors import LipVoicerError
 
 

@@ -391,7 +391,7 @@ SPEC_IDS = {
 
 
 def test_published_table_covers_spec_and_matches_config_paths():
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg()
     table = asset_table(cfg)
@@ -413,7 +413,7 @@ def test_mean_face_copy_passes_the_check():
     path = parity_dir() / "20words_mean_face.npy"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg()
     assert check_asset(cfg, "mean_face", path) is None

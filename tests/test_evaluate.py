@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg
 from utils.errors import LipVoicerError
 from pipelines.evaluation import ASRRecognizer, build_recognizer, run_evaluation
 
@@ -245,7 +245,7 @@ def test_script_prints_table_and_fails_cleanly(corpus, tmp_path):
 
 
 def test_default_generated_dir_is_the_batch_generation_folder(tmp_path, caplog):
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
     from pipelines.evaluation import run_evaluation
 
     cfg = compose_cfg([f"generate.save_dir={tmp_path}", "generate.w_asr=0", "evaluate.progress=false",

@@ -31,7 +31,7 @@ def tiny_generator(seed=0, **kw):
 
 
 def test_config_matches_published_settings():
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     cfg = compose_cfg()
     p = hifigan_params(cfg.vocoder)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import generation_overrides, make_synthetic_clips, make_tiny_assets
 from utils.errors import LipVoicerError
@@ -25,7 +25,7 @@ def prepared(tmp_path_factory):
     """A synthetic corpus whose test split has at least 4 clips, with audio, mels and mouth crops."""
     from dataloaders.extract_audio_from_video import main as extract_audio
     from dataloaders.extract_mouthcrops import main as extract_crops
-    from dataloaders.wav2mel import convert_tree
+    from dataloaders.prep.wav2mel import convert_tree
 
     root = tmp_path_factory.mktemp("split")
     assets = make_tiny_assets(root / "assets")

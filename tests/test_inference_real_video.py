@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import compose_cfg, write_video
+from tests.helpers import compose_cfg, write_video
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import generation_overrides, make_synthetic_clips, make_tiny_assets
 from utils.errors import LipVoicerError
@@ -89,16 +89,17 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
 
 
 def test_seeded_runs_repeat_and_rerun_replaces(setup, tmp_path):
-    from pipelines.video_to_speech import generate_for_video, load_generation_models
+    from pipelines.generation import GenerationCore
+    from pipelines.video_to_speech import generate_for_video
 
     root, assets, video = setup
     cfg = compose_cfg(generation_overrides(assets, [f"generate.video_path={video}", f"generate.save_dir={tmp_path}",
                                                      f"generate.text={TEXT}", "generate.save_mouth_video=false"]))
-    models = load_generation_models(cfg, torch.device("cpu"))
-    out = generate_for_video(cfg, models)
+    core = GenerationCore.load(cfg, torch.device("cpu"))
+    out = generate_for_video(cfg, core)
     first = torch.load(out / f"{video.stem}.wav.spec")
     assert not (out / f"{video.stem}_mouth.mp4").exists()
-    out2 = generate_for_video(cfg, models)  # same folder, replaced atomically
+    out2 = generate_for_video(cfg, core)  # same folder, replaced atomically
     assert out2 == out and torch.equal(torch.load(out / f"{video.stem}.wav.spec"), first)
     assert sorted(p.name for p in tmp_path.iterdir()) == [video.stem]
 

@@ -5,7 +5,7 @@ import torch
 from models.diffusion.schedule import DiffusionSchedule, melgen_training_loss
 from models.melgen.model import count_parameters
 from models.melgen.checkpoint import build_melgen, load_melgen, save_melgen
-from tests.conftest import TINY_MELGEN, compose_cfg
+from tests.helpers import TINY_MELGEN, compose_cfg
 from utils.errors import LipVoicerError
 
 
@@ -22,7 +22,7 @@ def _inputs(cfg, b=2, frames=10):
 
 def test_full_model_has_published_size():
     model = build_melgen(compose_cfg())
-    assert 56e6 < count_parameters(model) < 58e6  # about 57 M (SPEC)
+    assert 56e6 < count_parameters(model) < 58e6  # about 57 M, as published
 
 
 def test_shapes_and_feature_reuse(tiny_cfg):

@@ -4,10 +4,9 @@ Each test rebuilds the stand-in weights the fixture was made with (official key
 names), loads them through the project's own checkpoint loader, runs every case
 and compares in float32. Sections are added per component.
 """
-import pytest
 import torch
 
-from tests.parity_utils import check_cases, det_state_dict, load_fixture, rel_err  # noqa: F401
+from tests.parity_utils import check_cases, det_state_dict, fixture_file, load_fixture, rel_err  # noqa: F401
 
 
 # ---------------------------------------------------------------- audio front-end (mel.pt)
@@ -27,12 +26,10 @@ def test_mel_parity():
 
 # ---------------------------------------------------------------- MelGen (melgen.pt)
 def _melgen_from_fixture(fx, state_dict=None):
-    from omegaconf import OmegaConf
-
     from models.melgen.checkpoint import load_melgen
-    from tests.parity_utils import REPO_ROOT
+    from utils.config import compose_config
 
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "config.yaml")
+    cfg = compose_config()   # melgen: the default preset, configs/melgen/published.yaml
     for k, v in fx["config"].items():  # the fixture's denoiser hyper-parameters must be our defaults
         if not k.startswith("_"):
             assert list(cfg.melgen[k]) == list(v) if isinstance(v, list) else cfg.melgen[k] == v, k
@@ -85,12 +82,12 @@ def _hifigan_from_fixture(fx, state_dict=None):
     from omegaconf import OmegaConf
 
     from models.hifigan.generator import load_hifigan
-    from tests.parity_utils import REPO_ROOT
+    from utils.config import compose_config
 
-    voc = OmegaConf.load(REPO_ROOT / "configs" / "vocoder" / "hifigan_16k.yaml")
+    voc = compose_config(["vocoder=hifigan_16k"]).vocoder
     for k in ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock",
               "resblock_kernel_sizes", "resblock_dilation_sizes"):  # the fixture's settings are our defaults
-        assert OmegaConf.to_container(voc)[k] == fx["config"][k], k
+        assert OmegaConf.to_container(voc, resolve=True)[k] == fx["config"][k], k
     sd = state_dict if state_dict is not None else det_state_dict(fx["manifest"], fx["constants"])
     # published format: {"generator": state dict with weight_g / weight_v}; weight norm removed on load
     return load_hifigan({"generator": sd}, voc)
@@ -121,25 +118,14 @@ def test_hifigan_parity_detects_one_wrong_tensor():
 
 
 # ---------------------------------------------------------------- lip reader (vsr.pt)
-# Units of unigram5000_units.txt used by the fixture's best hypotheses (id = line number);
-# the other entries of the 5049-token list are placeholders.
-VSR_FIXTURE_PIECES = {
-    52: "876", 57: "886", 92: "ARILY", 493: "WORK", 646: "\u2581AGENCY", 1038: "\u2581BROWN",
-    1119: "\u2581CATALYST", 1152: "\u2581CHANCE", 1414: "\u2581COOK", 1887: "\u2581ENGINEER",
-    1959: "\u2581EX", 2153: "\u2581FLOOD", 2399: "\u2581HABITAT", 2539: "\u2581HUNGER", 4524: "\u2581TEACH",
-    4547: "\u2581TELLING", 4842: "\u2581VICTIMS",
-}
-
-
 def _vsr_from_fixture(fx, state_dict=None):
+    """The lip reader with the fixture's weights and the published token list, read as the lip reader reads it."""
     from models.vsr.reader import load_vsr_model
-    from models.vsr.tokens import TokenList
 
-    odim = fx["manifest"]["decoder.output_layer.weight"]["shape"][0]
-    tokens = TokenList(["<blank>"] + [VSR_FIXTURE_PIECES.get(i, f"<unit{i}>") for i in range(1, odim - 1)]
-                       + ["<eos>"])
+    # unigram5000_units.txt: the 5047 units (first column; second = id 1..5047) vsr.pt's texts were decoded with
+    units = fixture_file("unigram5000_units.txt")
     sd = state_dict if state_dict is not None else det_state_dict(fx["manifest"], fx["constants"])
-    return load_vsr_model(sd, fx["model_json"], tokens)  # model.json hyper-parameters, strict loading
+    return load_vsr_model(sd, fx["model_json"], units)  # model.json hyper-parameters, strict loading
 
 
 def test_vsr_parity():
@@ -187,13 +173,11 @@ def test_vsr_parity_detects_one_wrong_tensor():
 
 # ---------------------------------------------------------------- ASR guidance classifier (asr.pt)
 def test_asr_parity():
-    from omegaconf import OmegaConf
-
     from models.asr import ctc_loss, ctc_loss_grad, load_asr_checkpoint
-    from tests.parity_utils import REPO_ROOT
+    from utils.config import compose_config
 
     fx = load_fixture("asr.pt")
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    cfg = compose_config(["asr=default"]).asr
     sd = det_state_dict(fx["manifest"], fx["constants"])
     # wrapped as the published checkpoints_ft_lrs{2,3}.ckpt; a DDP run's '.module.' keys load the same
     for ckpt in ({"model_state_dict": sd, "optimizer_state_dict": None, "model_step": 0, "is_distributed": False},
@@ -215,13 +199,11 @@ def test_asr_parity():
 
 
 def test_asr_parity_detects_one_wrong_tensor():
-    from omegaconf import OmegaConf
-
     from models.asr import load_asr_checkpoint
-    from tests.parity_utils import REPO_ROOT
+    from utils.config import compose_config
 
     fx = load_fixture("asr.pt")
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    cfg = compose_config(["asr=default"]).asr
     sd = det_state_dict(fx["manifest"], fx["constants"])
     key = "encoder.back_end.conformer_blocks.7.self_att_module.attention.pos_layer.weight"
     sd[key] = sd[key] * 1.5
@@ -234,14 +216,11 @@ def test_asr_parity_detects_one_wrong_tensor():
 
 # ---------------------------------------------------------------- guided sampler (sampler.pt)
 def _sampler_models(fx):
-    from omegaconf import OmegaConf
-
     from models.asr import load_asr_checkpoint
     from models.melgen.checkpoint import load_melgen
-    from tests.parity_utils import REPO_ROOT
+    from utils.config import compose_config
 
-    cfg = OmegaConf.load(REPO_ROOT / "configs" / "config.yaml")
-    cfg.asr = OmegaConf.load(REPO_ROOT / "configs" / "asr" / "default.yaml")
+    cfg = compose_config(["asr=default"])
     melgen = load_melgen({"model_state_dict": det_state_dict(fx["manifest_melgen"], fx["constants_melgen"])}, cfg)
     asr = load_asr_checkpoint({"model_state_dict": det_state_dict(fx["manifest_asr"], fx["constants_asr"])}, cfg.asr)
     return melgen, asr
@@ -249,7 +228,8 @@ def _sampler_models(fx):
 
 def test_sampler_parity():
     from models.diffusion.schedule import DiffusionSchedule
-    from models.diffusion.sampler import GuidedSampler, asr_guidance
+    from models.diffusion.guidance import asr_guidance
+    from models.diffusion.samplers import Sampler
 
     fx = load_fixture("sampler.pt")
     melgen, asr = _sampler_models(fx)
@@ -257,11 +237,11 @@ def test_sampler_parity():
     schedule = DiffusionSchedule(sch["T"], sch["beta_0"], sch["beta_T"])
 
     def run(inp):
-        sampler = GuidedSampler(melgen, schedule, w_video=inp["w_video"], w_asr=inp["w_asr"],
-                                asr_start=inp["asr_start"])
+        sampler = Sampler(schedule, "ancestral", w_video=inp["w_video"], w_asr=inp["w_asr"],
+                          asr_start=inp["asr_start"])
         tokens = inp["tokens"]
         grad_fn = asr_guidance(asr, tokens, torch.full((tokens.shape[0],), tokens.shape[1]))
-        mel = sampler.sample(inp["mouthroi"], inp["face_image"], grad_fn=grad_fn, x_T=inp["x_T"],
+        mel = sampler.sample(melgen, inp["mouthroi"], inp["face_image"], grad_fn=grad_fn, x_T=inp["x_T"],
                              step_noise=inp["step_noise"], first_t=inp["first_t"])
         return {"mel": mel}
 

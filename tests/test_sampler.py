@@ -5,8 +5,8 @@ import torch
 from models.diffusion.reference import reference_sample
 from models.diffusion.schedule import DiffusionSchedule
 from models.melgen.checkpoint import build_melgen
-from models.diffusion.sampler import GuidedSampler
-from tests.conftest import TINY_MELGEN, compose_cfg
+from models.diffusion.samplers import Sampler
+from tests.helpers import TINY_MELGEN, compose_cfg
 from tests.parity_utils import rel_err
 
 
@@ -43,11 +43,11 @@ def test_matches_reference_path(tiny):
     for w_asr in (0.0, 1.5):
         ref = reference_sample(model, sch, m, f, w_video=2.0, w_asr=w_asr, asr_start=5,
                                grad_fn=_quadratic_grad(target), x_T=x_T, step_noise=noise, first_t=9)
-        out = GuidedSampler(model, sch, 2.0, w_asr, 5).sample(
-            m, f, grad_fn=_quadratic_grad(target), x_T=x_T, step_noise=noise, first_t=9)
+        out = Sampler(sch, "ancestral", 2.0, w_asr, 5).sample(
+            model,             m, f, grad_fn=_quadratic_grad(target), x_T=x_T, step_noise=noise, first_t=9)
         assert rel_err(out, ref) < 1e-5, w_asr
     # guidance changes the result
-    plain = GuidedSampler(model, sch, 2.0, 0.0, 5).sample(m, f, x_T=x_T, step_noise=noise, first_t=9)
+    plain = Sampler(sch, "ancestral", 2.0, 0.0, 5).sample(model, m, f, x_T=x_T, step_noise=noise, first_t=9)
     assert rel_err(plain, out) > 1e-3
 
 
@@ -63,17 +63,17 @@ def test_batch_of_different_lengths(tiny):
     x_T = torch.randn(2, 80, 32, generator=g)
     noise = [torch.randn(2, 80, 32, generator=g) for _ in range(4)]
     target = torch.randn(2, 80, 32, generator=g)
-    s = GuidedSampler(model, sch, 2.0, 1.5, 3)
-    out = s.sample(mouth, face, grad_fn=_quadratic_grad(target), lengths=lengths, x_T=x_T, step_noise=noise,
+    s = Sampler(sch, "ancestral", 2.0, 1.5, 3)
+    out = s.sample(model, mouth, face, grad_fn=_quadratic_grad(target), lengths=lengths, x_T=x_T, step_noise=noise,
                    first_t=4)
     assert out.shape == (2, 80, 32)
     assert out[1, :, 20:].abs().max() == 0  # padding stays zero
     # the longer clip alone gives the same result (its batch neighbour does not leak into it)
-    alone = s.sample(m1, f1, grad_fn=_quadratic_grad(target[:1]), x_T=x_T[:1], step_noise=[z[:1] for z in noise],
+    alone = s.sample(model, m1, f1, grad_fn=_quadratic_grad(target[:1]), x_T=x_T[:1], step_noise=[z[:1] for z in noise],
                      first_t=4)
     assert rel_err(out[:1], alone) < 1e-5
     # the shorter clip alone agrees away from its padded end (convolutions see the padding there)
-    alone2 = s.sample(m2, f2, grad_fn=_quadratic_grad(target[1:]), x_T=x_T[1:, :, :20],
+    alone2 = s.sample(model, m2, f2, grad_fn=_quadratic_grad(target[1:]), x_T=x_T[1:, :, :20],
                       step_noise=[z[1:, :, :20] for z in noise], first_t=4)
     assert rel_err(out[1:, :, :12], alone2[..., :12]) < 1e-3
 
@@ -81,8 +81,8 @@ def test_batch_of_different_lengths(tiny):
 def test_seeded_runs_are_reproducible(tiny):
     cfg, model = tiny
     m, f = _clip(cfg, 4, 3)
-    s = GuidedSampler(model, DiffusionSchedule(), 2.0, 0.0, 270)
-    a = s.sample(m, f, generator=torch.Generator().manual_seed(7), first_t=5)
-    b = s.sample(m, f, generator=torch.Generator().manual_seed(7), first_t=5)
-    c = s.sample(m, f, generator=torch.Generator().manual_seed(8), first_t=5)
+    s = Sampler(DiffusionSchedule(), "ancestral", 2.0, 0.0, 270)
+    a = s.sample(model, m, f, generator=torch.Generator().manual_seed(7), first_t=5)
+    b = s.sample(model, m, f, generator=torch.Generator().manual_seed(7), first_t=5)
+    c = s.sample(model, m, f, generator=torch.Generator().manual_seed(8), first_t=5)
     assert torch.equal(a, b) and not torch.equal(a, c)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import runpy
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import mean_face_source
+from recipes import synthetic_recipe
 from recipes.synthetic_recipe import STAGES, RecipeSettings, corrupt_text, run_recipe
 from utils.errors import LipVoicerError
 
@@ -32,6 +34,7 @@ def test_unknown_stage_or_size_is_an_error(tmp_path):
         run_recipe(RecipeSettings(work_dir=tmp_path, size="huge"), ["texts"])
 
 
+@pytest.mark.slow
 def test_tiny_recipe_runs_every_stage(tmp_path):
     work = tmp_path / "recipe"
     cmd = [sys.executable, "recipes/synthetic.py", "--work_dir", str(work), "--size", "tiny", "--n_clips", "14",
@@ -55,3 +58,44 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     assert any(t.read_text().splitlines()[1][9:] != t.read_text().splitlines()[0][4:] for t in bad)
     assert not list((gen / "no_guidance").rglob("w1=2_w2=1.5*"))
     assert len(STAGES) == 10
+
+
+def _run_script_in_process(s, args, what):
+    """The recipe's run_script without a new interpreter per call: `python <script> args` (or
+    `python -m <module> args`) runs as __main__ inside this process; a non-zero exit stops the recipe."""
+    old_argv = sys.argv
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(args)
+            runpy.run_path(str(REPO_ROOT / args[0]), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise LipVoicerError(f"recipe stage '{what}' failed (exit code {e.code})") from e
+    finally:
+        sys.argv = old_argv
+
+
+def test_tiny_recipe_in_process(tmp_path, monkeypatch):
+    """The recipe's command line and every stage, with the smallest settings and each script run in-process
+    (the default-run counterpart of the slow test above)."""
+    from recipes.synthetic import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(synthetic_recipe, "run_script", _run_script_in_process)
+    work = tmp_path / "recipe"
+    assert main(["--work_dir", str(work), "--size", "tiny", "--n_clips", "6", "--melgen_iters", "1",
+                 "--asr_iters", "1", "--judge_iters", "1", "--vocoder_iters", "1", "--device", "cpu",
+                 "--workers", "1", "--batch_size", "4", "--vocab_size", "40", "--n_test", "1",
+                 "--mean_face", str(mean_face_source()), "prep.synthetic.frame_size=128", "diffusion.T=8",
+                 "generate.asr_start=4"]) == 0
+    assert list((work / "exp" / "synthetic").glob("wnet_h16_d2_T8_*/checkpoint/1.pkl"))   # melgen=tiny
+    results = json.loads((work / "results.json").read_text())
+    assert results["meta"]["size"] == "tiny"
+    assert set(results["results"]) == set(synthetic_recipe.WAYS)
+    for way, summary in results["results"].items():
+        assert summary["n_clips"] == 1, way
+        assert summary["corpus_wer"] is not None, way
+    assert "judge WER (%)" in (work / "results.md").read_text()

@@ -4,9 +4,9 @@ import sys
 
 import torch
 
-from tests.conftest import REPO_ROOT, compose_cfg, tiny_overrides
+from tests.helpers import REPO_ROOT, compose_cfg, tiny_overrides
 from trainers.melgen import experiment_dir, train
-from trainers.checkpoints import find_latest_iteration, list_checkpoints
+from trainers.base import find_latest_iteration, list_checkpoints
 
 
 def _weights(path):

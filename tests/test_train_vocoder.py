@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from models.hifigan.generator import load_hifigan, vocode
 from models.hifigan.discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
                                            generator_adversarial_loss, mel_l1_loss)
-from tests.conftest import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg
 from utils.errors import LipVoicerError
-from trainers.vocoder import (VocoderSegmentDataset, experiment_dir, list_training_wavs,
-                                   list_vocoder_checkpoints, train)
+from dataloaders.vocoder_dataset import VocoderSegmentDataset, list_training_wavs
+from trainers.vocoder import experiment_dir, list_vocoder_checkpoints, train
 
 TINY_D = ["vocoder_train.mpd_channels=[4,8,8,8,8]", "vocoder_train.msd_channels=[4,8,8,8,8,8,8]"]
 

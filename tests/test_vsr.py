@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg
 from utils.errors import LipVoicerError
 
 UNITS = ["\u2581HELLO", "\u2581WORLD", "\u2581A", "S", "\u2581LIP", "ING"]  # odim = 1 + 6 + 1 = 8
@@ -422,7 +422,7 @@ def test_video_input_goes_through_mouth_cropping(tmp_path, monkeypatch):
         seen.append(path)
         return crops
 
-    monkeypatch.setitem(sys.modules, "dataloaders.extract_mouthcrops",
+    monkeypatch.setitem(sys.modules, "dataloaders.prep.mouthcrops",
                         types.SimpleNamespace(mouth_crops_from_video=fake_crops))
     video = tmp_path / "talk.mp4"
     video.write_bytes(b"\x00")
@@ -433,7 +433,7 @@ def test_video_input_goes_through_mouth_cropping(tmp_path, monkeypatch):
 def test_video_input_without_mouth_cropping_is_a_clear_error(tmp_path, monkeypatch):
     from lipread import mouth_crops_for
 
-    monkeypatch.setitem(sys.modules, "dataloaders.extract_mouthcrops", None)  # import fails
+    monkeypatch.setitem(sys.modules, "dataloaders.prep.mouthcrops", None)  # import fails
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00")
     with pytest.raises(LipVoicerError, match="mouth cropping from a video is not available"):

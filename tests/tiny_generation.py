@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.conftest import TINY_MELGEN, compose_cfg
+from tests.helpers import TINY_MELGEN, compose_cfg
 from tests.parity_utils import REPO_ROOT, parity_dir
 
 TINY_ASR = ["asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]", "asr.num_heads=2",

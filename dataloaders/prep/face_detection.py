@@ -16,6 +16,7 @@ In every frame the largest face (box area) is kept; a frame without a face gives
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ class MediaPipeDetector:
                 os.environ.setdefault("GLOG_minloglevel", "2")
                 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
                 try:
-                    import mediapipe as mp  # noqa: PLC0415
+                    import mediapipe as mp  # noqa: PLC0415 - heavy, optional: loaded when the first clip is detected
                     self._mp = mp.solutions.face_detection
                 except (ImportError, AttributeError) as e:
                     raise LipVoicerError(f"{MEDIAPIPE_INSTALL} ({e})") from None
@@ -111,6 +112,7 @@ class RetinaFaceFANDetector:
     def __init__(self, device: str = "cpu", threshold: float = 0.8, detector_model: str = "resnet50",
                  landmark_model: str = "2dfan2_alt"):
         try:
+            # optional, not on PyPI: imported only when this detector is chosen
             from ibug.face_alignment import FANPredictor  # noqa: PLC0415
             from ibug.face_detection import RetinaFacePredictor  # noqa: PLC0415
         except ImportError:
@@ -141,8 +143,6 @@ class RetinaFaceFANDetector:
 def check_backend(name: str) -> None:
     """Raise the install message when the packages of detector `name` cannot be imported
     (without loading any model: safe before forking workers or touching a GPU)."""
-    import importlib.util  # noqa: PLC0415
-
     if name == "mediapipe":
         if importlib.util.find_spec("mediapipe") is None:
             raise LipVoicerError(MEDIAPIPE_INSTALL)

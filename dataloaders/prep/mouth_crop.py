@@ -1,4 +1,4 @@
-"""Mouth-region crops from per-frame face landmarks (SPEC.md, "Mouth cropping from a video").
+"""Mouth-region crops from per-frame face landmarks (docs/data.md, "How a mouth crop is made").
 
 Two landmark layouts are accepted, chosen by the number of points per frame:
 
@@ -42,7 +42,7 @@ WARP_SIZE = 256
 
 def _cv2():
     try:
-        import cv2
+        import cv2  # noqa: PLC0415 - loaded only when cropping, with a clear error when missing
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise LipVoicerError(f"OpenCV is needed for mouth cropping (pip install -r requirements.txt): {e}") from None
     return cv2

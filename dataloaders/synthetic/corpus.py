@@ -37,7 +37,12 @@ if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
+from omegaconf import OmegaConf
+from tqdm import tqdm
 
+from dataloaders.synthetic import espeak
+from dataloaders.synthetic.visemes import mouth_shapes
+from dataloaders.video_io import write_video
 from utils.config import compose_config
 from utils.errors import LipVoicerError, exit_on_user_error
 from utils.files import atomic_text
@@ -205,7 +210,7 @@ class FaceModel:
     """The photograph with its mouth painted over, and a renderer for mouth shapes."""
 
     def __init__(self):
-        import cv2
+        import cv2  # noqa: PLC0415 - OpenCV and scikit-image load only where clips are drawn
         from skimage import data
 
         img = data.astronaut()
@@ -285,11 +290,8 @@ def _frame_transform(spk: Speaker, jitter: np.ndarray, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- one clip
 def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarray, list[tuple[str, float, float]]]:
     """(frames uint8 (T, S, S, 3), audio float32 at sampling_rate, word timings) of one clip."""
-    import cv2
+    import cv2  # noqa: PLC0415 - OpenCV and SciPy load only where clips are drawn
     from scipy.signal import resample_poly
-
-    from dataloaders.synthetic.espeak import synthesize
-    from dataloaders.synthetic.visemes import mouth_shapes
 
     fps = float(syn_cfg["fps"])
     sr = int(syn_cfg["sampling_rate"])
@@ -297,8 +299,8 @@ def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng(spec.seed)
     spk = spec.speaker
     rate = int(np.clip(spk.rate + rng.integers(-15, 16), 80, 450))
-    utt = synthesize(spec.sentence, voice=spk.voice, rate=rate, pitch=int(spk.pitch + rng.integers(-4, 5)),
-                     pitch_range=spk.pitch_range, isolated=True)
+    utt = espeak.synthesize(spec.sentence, voice=spk.voice, rate=rate, pitch=int(spk.pitch + rng.integers(-4, 5)),
+                            pitch_range=spk.pitch_range, isolated=True)
     g = np.gcd(sr, utt.sample_rate)
     speech = resample_poly(utt.samples.astype(np.float32) / 32768.0, sr // g, utt.sample_rate // g)
     lead = float(rng.uniform(*syn_cfg["lead_silence_s"]))
@@ -355,14 +357,12 @@ def transcript_text(sentence: str, timings) -> str:
 
 def write_clip(spec: ClipSpec, out_dir: str, syn_cfg: dict) -> tuple[str, str | None]:
     """Write one clip (video + transcript); returns (relative path, error line or None)."""
-    from dataloaders.video_io import write_video
-
     video = Path(out_dir) / "videos" / f"{spec.rel}.mp4"
     text = video.with_suffix(".txt")
     if video.is_file() and text.is_file():
         return spec.rel, None
     try:
-        import cv2
+        import cv2  # noqa: PLC0415 - see synthesize_clip
 
         cv2.setNumThreads(1)
         frames, audio, timings = synthesize_clip(spec, syn_cfg)
@@ -376,10 +376,6 @@ def write_clip(spec: ClipSpec, out_dir: str, syn_cfg: dict) -> tuple[str, str | 
 
 def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> tuple[int, int, int]:
     """Write the corpus; returns (written, already present, failed)."""
-    from tqdm import tqdm
-
-    from dataloaders.synthetic import espeak
-
     if not espeak.available():
         raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
     out_dir = Path(out_dir)
@@ -418,8 +414,6 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
 # ----------------------------------------------------------------------------- command line
 def synthetic_settings(cfg) -> dict:
     """prep.synthetic plus the shared video/audio values, as a plain dict for worker processes."""
-    from omegaconf import OmegaConf
-
     syn = OmegaConf.to_container(cfg.prep.synthetic, resolve=True)
     syn["fps"] = float(cfg.video.fps)
     syn["sampling_rate"] = int(cfg.audio.sampling_rate)

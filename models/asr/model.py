@@ -3,7 +3,7 @@
 It reads the normalised noisy mel x_t (B, 80, L) that MelGen produces at diffusion
 step t (no waveform front-end) and returns CTC logits over 256 BPE pieces at 1/8
 of the mel frame rate. During guided sampling the gradient of its CTC loss against
-the lip-read text, taken w.r.t. x_t, steers the generated mel (models/diffusion/sampler.py).
+the lip-read text, taken w.r.t. x_t, steers the generated mel (models/diffusion/guidance.py).
 
 Layout (module names follow the published checkpoints `checkpoints_ft_lrs{2,3}.ckpt`):
   fc_t1, fc_t2                      diffusion-step embedding 128 -> 512 -> 512, swish after each

@@ -2,7 +2,7 @@
 
 It does what the original release does at every step: float32, the visual
 features recomputed inside every forward, separate conditional and unconditional
-calls, one clip at a time. Benchmarks time it against models.diffusion.sampler.GuidedSampler,
+calls, one clip at a time. Benchmarks time it against models/diffusion/samplers.py,
 and tests use it as the oracle the optimized sampler must agree with.
 """
 from __future__ import annotations

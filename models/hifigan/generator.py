@@ -1,6 +1,6 @@
 """HiFi-GAN generator (V1, 16 kHz) that loads the published `g_02400000` vocoder.
 
-Layout (SPEC.md, "HiFi-GAN"): a 7-tap input convolution to 512 channels, four
+Layout (the published HiFi-GAN V1): a 7-tap input convolution to 512 channels, four
 transposed-convolution upsamplers (rates 2, 5, 4, 4; kernels 16, 15, 4, 4) that halve
 the channel count each time, after each upsampler the mean of three type-1 residual
 blocks (kernels 3, 7, 11; dilations 1, 3, 5), and a 7-tap output convolution to one
@@ -12,7 +12,7 @@ is built in that form so that loading is strict on the official key names, then 
 weight norm is removed: each layer gets a plain `weight` = g * v / ||v|| (norm over
 every dim but the first), which is what runs at inference.
 
-The generator returns the raw tanh output. SPEC.md asks for the waveform scaled to
+The generator returns the raw tanh output. LipVoicer's output waveform is scaled to
 peak 1/1.1; `vocode()` does that after the network (the parity fixture `hifigan.pt`
 holds the raw output, whose peak is not 1/1.1).
 """
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.weight_norm import (WeightNormed, WNConv1d, WNConvTranspose1d, norm_except_first,
+                                 weight_normed_layers)
 from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
@@ -44,64 +46,6 @@ DEFAULTS = dict(
 )
 
 
-def _norm_over_rest(v: torch.Tensor) -> torch.Tensor:
-    """||v|| over every dim but the first, kept as (n, 1, ..., 1)."""
-    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True)
-
-
-class _WeightNormed:
-    """Mixin for a conv layer whose weight is g * v / ||v|| until `remove_weight_norm()`.
-
-    While weight-normed the layer's parameters are `bias`, `weight_g`, `weight_v`
-    (the order of the published state dict); afterwards `bias`, `weight`.
-    """
-
-    def _to_weight_norm(self) -> None:
-        w = self.weight.detach().clone()
-        del self.weight
-        self.weight_g = nn.Parameter(_norm_over_rest(w))
-        self.weight_v = nn.Parameter(w)
-
-    @property
-    def is_weight_normed(self) -> bool:
-        return "weight_v" in self._parameters
-
-    def current_weight(self) -> torch.Tensor:
-        if self.is_weight_normed:
-            return self.weight_g * self.weight_v / _norm_over_rest(self.weight_v)
-        return self.weight
-
-    @torch.no_grad()
-    def remove_weight_norm(self) -> None:
-        if not self.is_weight_normed:
-            return
-        w = self.current_weight().detach().clone()
-        del self.weight_g
-        del self.weight_v
-        self.weight = nn.Parameter(w)
-
-
-class WNConv1d(_WeightNormed, nn.Conv1d):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.normal_(self.weight, 0.0, 0.01)
-        self._to_weight_norm()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.current_weight(), self.bias)
-
-
-class WNConvTranspose1d(_WeightNormed, nn.ConvTranspose1d):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        nn.init.normal_(self.weight, 0.0, 0.01)
-        self._to_weight_norm()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose1d(x, self.current_weight(), self.bias, self.stride, self.padding,
-                                  self.output_padding, self.groups, self.dilation)
-
-
 def _same_padding(kernel: int, dilation: int = 1) -> int:
     return (kernel * dilation - dilation) // 2
 
@@ -112,10 +56,10 @@ class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations):
         super().__init__()
         self.convs1 = nn.ModuleList(
-            WNConv1d(channels, channels, kernel, 1, dilation=d, padding=_same_padding(kernel, d))
+            WNConv1d(channels, channels, kernel, 1, dilation=d, padding=_same_padding(kernel, d), init_std=0.01)
             for d in dilations)
         self.convs2 = nn.ModuleList(
-            WNConv1d(channels, channels, kernel, 1, dilation=1, padding=_same_padding(kernel))
+            WNConv1d(channels, channels, kernel, 1, dilation=1, padding=_same_padding(kernel), init_std=0.01)
             for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +76,7 @@ class ResBlock2(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations):
         super().__init__()
         self.convs = nn.ModuleList(
-            WNConv1d(channels, channels, kernel, 1, dilation=d, padding=_same_padding(kernel, d))
+            WNConv1d(channels, channels, kernel, 1, dilation=d, padding=_same_padding(kernel, d), init_std=0.01)
             for d in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,15 +123,16 @@ class HiFiGANGenerator(nn.Module):
         ch = p["upsample_initial_channel"]
         block = ResBlock1 if p["resblock"] == "1" else ResBlock2
 
-        self.conv_pre = WNConv1d(p["num_mels"], ch, 7, 1, padding=3)
+        self.conv_pre = WNConv1d(p["num_mels"], ch, 7, 1, padding=3, init_std=0.01)
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         for i, (rate, kernel) in enumerate(zip(p["upsample_rates"], p["upsample_kernel_sizes"])):
             c_in, c_out = ch // (2 ** i), ch // (2 ** (i + 1))
-            self.ups.append(WNConvTranspose1d(c_in, c_out, kernel, rate, padding=(kernel - rate) // 2))
+            self.ups.append(WNConvTranspose1d(c_in, c_out, kernel, rate, padding=(kernel - rate) // 2,
+                                              init_std=0.01))
             for k, d in zip(p["resblock_kernel_sizes"], p["resblock_dilation_sizes"]):
                 self.resblocks.append(block(c_out, k, d))
-        self.conv_post = WNConv1d(ch // (2 ** len(self.ups)), 1, 7, 1, padding=3)
+        self.conv_post = WNConv1d(ch // (2 ** len(self.ups)), 1, 7, 1, padding=3, init_std=0.01)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         if mel.dim() != 3 or mel.shape[1] != self.params["num_mels"]:
@@ -204,18 +149,15 @@ class HiFiGANGenerator(nn.Module):
         x = self.conv_post(F.leaky_relu(x, FINAL_LRELU_SLOPE))
         return torch.tanh(x)
 
-    def weight_normed_layers(self):
-        return [m for m in self.modules() if isinstance(m, _WeightNormed)]
-
     def remove_weight_norm(self) -> "HiFiGANGenerator":
         """Fold every g * v / ||v|| into a plain weight (inference form). Idempotent."""
-        for m in self.weight_normed_layers():
-            m.remove_weight_norm()
+        for m in weight_normed_layers(self):
+            m.remove()
         return self
 
     @property
     def is_weight_normed(self) -> bool:
-        return any(m.is_weight_normed for m in self.weight_normed_layers())
+        return any(m.is_weight_normed for m in weight_normed_layers(self))
 
 
 # ------------------------------------------------------------------ published checkpoint format
@@ -228,12 +170,12 @@ def published_state_dict(generator: HiFiGANGenerator) -> dict:
     sd = generator.state_dict()
     out = {}
     folded = {name for name, m in generator.named_modules()
-              if isinstance(m, _WeightNormed) and not m.is_weight_normed}
+              if isinstance(m, WeightNormed) and not m.is_weight_normed}
     for key, value in sd.items():
         layer, _, leaf = key.rpartition(".")
         if leaf == "weight" and layer in folded:
             w = value.detach().clone()
-            out[f"{layer}.weight_g"] = _norm_over_rest(w)
+            out[f"{layer}.weight_g"] = norm_except_first(w)
             out[f"{layer}.weight_v"] = w
         else:
             out[key] = value.detach().clone()
@@ -282,7 +224,7 @@ def save_hifigan(path, generator: HiFiGANGenerator, extra: dict | None = None) -
 # ------------------------------------------------------------------ mel -> waveform
 @torch.inference_mode()
 def vocode(generator: HiFiGANGenerator, mel: torch.Tensor, lengths=None, peak_scale: float = 1.1) -> torch.Tensor:
-    """Denormalised log-mel -> waveform scaled to peak 1/peak_scale (SPEC.md).
+    """Denormalised log-mel -> waveform scaled to peak 1/peak_scale (audio.peak_scale, 1.1 as published).
 
     mel: (num_mels, F) or (B, num_mels, F). lengths: optional valid mel frames per clip of
     a padded batch; samples past a clip's length are zeroed and ignored for its peak.

@@ -15,6 +15,7 @@ from models.vsr.lm import TransformerLM
 from models.vsr.model import VSRModel
 from models.vsr.model_json import parse_lm_json, parse_vsr_json, read_json
 from models.vsr.tokens import TokenList
+from utils.assets import fetch_command
 from utils.checkpoint import load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
@@ -24,8 +25,6 @@ def fetch_hint(cfg, asset: str | None) -> str | None:
     if not asset:
         return None
     try:
-        from utils.assets import fetch_command
-
         return fetch_command(cfg, asset)
     except Exception:  # noqa: BLE001 - the asset table is optional here; fall back to the plain command
         return f"python download_checkpoints.py --only {asset}"

@@ -1,0 +1,231 @@
+"""Samplers of MelGen, each a plain function of a guided noise prediction.
+
+    eps = Guidance(melgen, schedule.alpha_bars, mouth, face, ...)     # models/diffusion/guidance.py
+    x = ancestral(eps, x_T, schedule)                                  # or ddim(...), dpm_solver(...)
+
+Every sampler takes `eps(x, t) -> noise prediction` (t an integer timestep), the initial
+state x_T, the schedule, and optionally a frame `mask` (applied to the state after every
+step), per-step noise (`noise`: a function of the step's index returning a tensor like
+x) and a `callback(i, t, x)`.
+
+* ancestral: the published sampler, every timestep from `first_t` (default T - 1) to 0:
+  x = (x - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t), plus sigma_t z for t > 0.
+* ddim: `steps` integer timesteps evenly spaced over [0, T - 1] (both ends included);
+  x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps + sigma z with
+  sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s); eta = 0 is
+  deterministic given x_T, eta = 1 with steps = T is the ancestral sampler.
+* dpm_solver: DPM-Solver++(2M) (multistep, second order, data prediction) on the same
+  timesteps, lambda = log(sqrt(abar) / sqrt(1 - abar)), h = lambda_s - lambda_t,
+  r = h_prev / h, D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev (x0_t on a first step),
+  x_s = sqrt((1 - abar_s) / (1 - abar_t)) x_t - sqrt(abar_s) (exp(-h) - 1) D. Where the
+  prediction changes kind (`restart(t)` differs from the previous step's: the ASR term
+  switching on) the history restarts with one first-order step.
+
+After the model call at t = 0 the few-step samplers return that call's x0 (the clean mel;
+also what the ancestral sampler's last step computes). The number of eps calls equals the
+number of visited timesteps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from models.diffusion.guidance import GradFn, Guidance
+from models.diffusion.schedule import DiffusionSchedule
+from utils.errors import LipVoicerError
+
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+NoiseFn = Callable[[int], torch.Tensor]      # the i-th noise draw of a run, shaped like x
+Callback = Callable[[int, int, torch.Tensor], None]
+
+
+def timestep_subsequence(steps: int, last: int) -> list[int]:
+    """`steps` integer timesteps evenly spaced over [0, last], descending; includes `last` and 0 (for steps >= 2).
+
+    steps is capped at last + 1 (every timestep); steps = 1 gives [last].
+    """
+    steps = int(steps)
+    if steps < 1:
+        raise LipVoicerError(f"sampling steps must be >= 1, got {steps}")
+    if steps == 1:
+        return [int(last)]
+    steps = min(steps, int(last) + 1)
+    return sorted({round(i * last / (steps - 1)) for i in range(steps)}, reverse=True)
+
+
+def _steps(ts: list[int], desc: str, progress: bool):
+    return enumerate(tqdm(ts, disable=not progress, desc=desc, unit="step", leave=False))
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
+
+
+@torch.no_grad()
+def ancestral(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, first_t: int | None = None,
+              mask: torch.Tensor | None = None, noise: NoiseFn | None = None, callback: Callback | None = None,
+              progress: bool = False) -> torch.Tensor:
+    dev = x.device
+    alphas, abars, sigmas = (v.to(dev) for v in (schedule.alphas, schedule.alpha_bars, schedule.sigmas))
+    first_t = schedule.T - 1 if first_t is None else int(first_t)
+    k = 0
+    for i, t in _steps(list(range(first_t, -1, -1)), "sampling", progress):
+        e = eps(x, t)
+        x = (x - (1 - alphas[t]) / torch.sqrt(1 - abars[t]) * e) / torch.sqrt(alphas[t])
+        if t > 0:
+            x = x + sigmas[t] * noise(k)
+            k += 1
+        x = _masked(x, mask)
+        if callback is not None:
+            callback(i, t, x)
+    return x
+
+
+def _abar_table(schedule: DiffusionSchedule) -> Callable[[int], float]:
+    """abar at an integer timestep as a Python float (float64 coefficient arithmetic, no device syncs);
+    t = -1 is the clean end, abar = 1."""
+    table = [float(a) for a in schedule.alpha_bars.detach().double().cpu()]
+    return lambda t: 1.0 if t < 0 else table[t]
+
+
+@torch.no_grad()
+def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int, eta: float = 0.0,
+         first_t: int | None = None, mask: torch.Tensor | None = None, noise: NoiseFn | None = None,
+         callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    abar = _abar_table(schedule)
+    ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
+    k = 0
+    for i, t in _steps(ts, "sampling (ddim)", progress):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        e = eps(x, t)
+        ab_t, ab_s = abar(t), abar(s)
+        sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) if s >= 0 and eta > 0 else 0.0
+        # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps, written as a x_t + b eps
+        a = math.sqrt(ab_s / ab_t)
+        b = math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) - math.sqrt(ab_s * (1 - ab_t) / ab_t)
+        x = a * x + b * e
+        if sigma > 0:
+            x = x + sigma * noise(k)
+            k += 1
+        x = _masked(x, mask)
+        if callback is not None:
+            callback(i, t, x)
+    return x
+
+
+@torch.no_grad()
+def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int,
+               first_t: int | None = None, mask: torch.Tensor | None = None,
+               restart: Callable[[int], bool] | None = None, callback: Callback | None = None,
+               progress: bool = False) -> torch.Tensor:
+    abar = _abar_table(schedule)
+
+    def lam(t: int) -> float:
+        return 0.5 * (math.log(abar(t)) - math.log(1 - abar(t)))
+
+    ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
+    x0_prev = h_prev = kind = None
+    for i, t in _steps(ts, "sampling (dpm_solver)", progress):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        now = restart(t) if restart is not None else None
+        if kind is not None and now != kind:
+            x0_prev = None  # the prediction changes kind here: restart the multistep history (first order)
+        kind = now
+        e = eps(x, t)
+        ab_t = abar(t)
+        x0 = (x - math.sqrt(1 - ab_t) * e) / math.sqrt(ab_t)
+        if s < 0:  # the clean end (sigma = 0): x = x0, the first-order update's limit
+            x = x0
+        else:
+            ab_s = abar(s)
+            h = lam(s) - lam(t)
+            d = x0
+            if x0_prev is not None:
+                r = h_prev / h
+                d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+            x0_prev, h_prev = x0, h
+            x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
+        x = _masked(x, mask)
+        if callback is not None:
+            callback(i, t, x)
+    return x
+
+
+SAMPLERS = ("ancestral", "ddim", "dpm_solver")
+
+
+def _check_steps(steps, T: int, sampler: str, key: str) -> int:
+    try:
+        n = int(steps)
+        ok = n == float(steps)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 1 <= n <= T:
+        raise LipVoicerError(f"{key}={steps!r}: the {sampler} sampler needs an integer number of steps "
+                             f"between 1 and diffusion.T={T}")
+    return n
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler and its guidance settings: `sample(...)` builds the Guidance of a batch and runs the function.
+
+    name: ancestral | ddim | dpm_solver; steps (ddim / dpm_solver; the ancestral sampler visits
+    every timestep); eta (ddim); bf16 (autocast of MelGen and the ASR)."""
+
+    schedule: DiffusionSchedule
+    name: str = "ancestral"
+    w_video: float = 2.0
+    w_asr: float = 1.5
+    asr_start: int = 270
+    steps: int | None = None
+    eta: float = 0.0
+    bf16: bool = False
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise LipVoicerError(f"generate.sampler={self.name!r} is not a sampler; use one of {', '.join(SAMPLERS)}")
+        if self.name != "ancestral":
+            object.__setattr__(self, "steps", _check_steps(self.steps if self.steps is not None else 50,
+                                                           self.schedule.T, self.name, "generate.steps"))
+        if self.eta < 0:
+            raise LipVoicerError(f"ddim eta must be >= 0, got {self.eta}")
+
+    def guidance(self, melgen, mouthroi, face_image, *, grad_fn: GradFn | None = None,
+                 lengths: torch.Tensor | None = None) -> Guidance:
+        return Guidance(melgen, self.schedule.alpha_bars, mouthroi, face_image, lengths=lengths,
+                        w_video=self.w_video, w_asr=self.w_asr, asr_start=self.asr_start, grad_fn=grad_fn,
+                        bf16=self.bf16)
+
+    def sample(self, melgen, mouthroi: torch.Tensor, face_image: torch.Tensor, *, grad_fn: GradFn | None = None,
+               lengths: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
+               step_noise: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None,
+               first_t: int | None = None, progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+        """Normalised mels (B, n_mels, 4 * frames); frames past a clip's length are zero.
+
+        lengths: mel frames per clip (default: all full). x_T / step_noise inject the initial state
+        and the noise draws in order; otherwise both come from `generator`, x_T first.
+        """
+        dev = mouthroi.device
+        b, _, frames = mouthroi.shape[:3]
+        if x_T is None:
+            shape = (b, melgen.net_diffwave.init_conv[0].conv.in_channels, frames * melgen.upsample_factor)
+            x_T = torch.randn(shape, generator=generator, device=dev)
+        eps = self.guidance(melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths)
+        x = x_T.to(dev).float() * eps.mask
+
+        def noise(k: int) -> torch.Tensor:
+            if step_noise is not None:
+                return step_noise[k].to(dev)
+            return torch.randn(x.shape, generator=generator, device=dev)
+
+        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress)
+        if self.name == "ancestral":
+            return ancestral(eps, x, self.schedule, noise=noise, **common)
+        if self.name == "ddim":
+            return ddim(eps, x, self.schedule, steps=self.steps, eta=self.eta, noise=noise, **common)
+        return dpm_solver(eps, x, self.schedule, steps=self.steps, restart=eps.asr_active, **common)

@@ -1,0 +1,139 @@
+"""The one generation core: every path that makes speech (one video, a test split, the recipe) runs it.
+
+    files = generation_files(cfg)                       # checked before any heavy work
+    core = GenerationCore.load(cfg, device)             # MelGen, HiFi-GAN, ASR + tokenizer, sampler; once
+    mels, audio = core.generate(mouthroi, face, lengths, texts, generator=g)
+
+`generate` does, for a batch of clips: tokenise the guiding texts -> the ASR-gradient
+guidance -> sample the normalised mel with the configured sampler -> denormalise ->
+vocode. A single video is a batch of one.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from dataloaders.audio import denormalise_mel
+from dataloaders.tokenizer import BPETokenizer
+from models.asr.model import output_lengths
+from models.builders import (asr_checkpoint_path, build_sampler, build_schedule, load_asr, load_melgen,
+                             load_vocoder, melgen_checkpoint_path)
+from models.diffusion.guidance import asr_guidance
+from models.diffusion.samplers import Sampler
+from models.hifigan.generator import vocode
+from utils.assets import find_asset_for_path, missing_asset_error
+from utils.errors import LipVoicerError
+
+log = logging.getLogger(__name__)
+
+
+def require_file(cfg, path, what: str, alternative: str = "") -> Path:
+    """A file the run needs: missing -> one line naming it and, for a published asset, the command
+    that fetches it (plus `alternative`, another way round, when given)."""
+    path = Path(str(path))
+    if path.is_file():
+        return path
+    tail = f" ({alternative})" if alternative else ""
+    if find_asset_for_path(cfg, path) is not None:
+        raise LipVoicerError(f"{missing_asset_error(cfg, path)}{tail}")
+    raise LipVoicerError(f"{path}: {what} not found{tail}")
+
+
+def tokenizer_path(cfg) -> Path:
+    return Path(str(cfg["paths"]["checkpoints_dir"])) / str(cfg["asr"]["tokenizer"])
+
+
+def generation_files(cfg, lip_reading: bool = False) -> dict[str, str]:
+    """The files a generation run needs, checked before any heavy work (missing -> LipVoicerError
+    naming the file and the command that fetches it)."""
+    gen = cfg["generate"]
+    files = {"melgen": str(require_file(cfg, melgen_checkpoint_path(cfg), "MelGen checkpoint (generate.ckpt_path)")),
+             "vocoder": str(require_file(cfg, cfg["vocoder"]["checkpoint"], "HiFi-GAN checkpoint"))}
+    if float(gen["w_asr"]) > 0:
+        files["asr"] = str(require_file(cfg, asr_checkpoint_path(cfg), "ASR checkpoint (generate.asr_ckpt)"))
+        files["tokenizer"] = str(require_file(cfg, tokenizer_path(cfg), "ASR tokenizer"))
+    if lip_reading:
+        v = cfg["vsr"]
+        keys = ["model_path", "model_conf", "units_path"] + (["lm_path", "lm_conf"] if float(v["lm_weight"]) else [])
+        for key in keys:
+            require_file(cfg, v[key], f"lip-reader file (vsr.{key})",
+                         "or skip lip reading by giving the spoken text: generate.text='...'")
+    return files
+
+
+def warn_if_text_too_long(asr_cfg, n_tokens: int, mel_frames: int, clip: str = "clip") -> None:
+    """CTC cannot align more tokens than the ASR has output frames: the loss is then infinite,
+    zeroed, and the guidance has no effect. Say so instead of failing silently."""
+    frames = int(output_lengths(torch.tensor([mel_frames]), asr_cfg)[0])
+    if n_tokens > frames:
+        log.warning("%s: the text has %d tokens but the ASR sees only %d frames; ASR guidance has no effect "
+                    "(the text is too long for the clip)", clip, n_tokens, frames)
+
+
+@dataclass
+class GenerationCore:
+    """Every model of generation, loaded once, and the batch computation."""
+
+    melgen: torch.nn.Module
+    vocoder: torch.nn.Module
+    sampler: Sampler
+    asr: torch.nn.Module | None
+    tokenizer: BPETokenizer | None
+    asr_cfg: object
+    clamp_min: float
+    peak_scale: float
+    files: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cfg, device: torch.device) -> "GenerationCore":
+        """MelGen, HiFi-GAN and (when generate.w_asr > 0) the ASR fine-tune and its tokenizer."""
+        files = generation_files(cfg)
+        asr = tokenizer = None
+        if "asr" in files:
+            tokenizer = BPETokenizer(files["tokenizer"]).check_vocab_size(cfg["asr"]["vocab_size"])
+            asr = load_asr(files["asr"], cfg, device)
+        return cls(melgen=load_melgen(files["melgen"], cfg, device), vocoder=load_vocoder(files["vocoder"], cfg, device),
+                   sampler=build_sampler(cfg, build_schedule(cfg, device)), asr=asr, tokenizer=tokenizer,
+                   asr_cfg=cfg["asr"], clamp_min=float(cfg["audio"]["clamp_min"]),
+                   peak_scale=float(cfg["vocoder"]["peak_scale"]), files=files)
+
+    def guidance_gradient(self, texts: Sequence[str | None], lengths: torch.Tensor, ids: Sequence[str], device):
+        """The ASR guidance of a batch (None when there is no ASR, or no clip has a text to guide with)."""
+        if self.asr is None:
+            return None
+        tok = [self.tokenizer.encode(t or "") for t in texts]
+        for clip, t, n in zip(ids, tok, lengths.tolist()):
+            warn_if_text_too_long(self.asr_cfg, len(t), n, clip)
+        if not any(tok):
+            log.warning("no text to guide with: sampling without ASR guidance")
+            return None
+        tokens = torch.zeros(len(tok), max(len(t) for t in tok), dtype=torch.long)
+        for i, t in enumerate(tok):
+            tokens[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        grad_fn = asr_guidance(self.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device))
+        if all(tok):
+            return grad_fn
+        # a clip without text gets no ASR term (its gradient is zero), as a single clip without text
+        has_text = torch.tensor([1.0 if t else 0.0 for t in tok], device=device).view(-1, 1, 1)
+        return lambda x, lens, steps: grad_fn(x, lens, steps) * has_text
+
+    def generate(self, mouthroi: torch.Tensor, face_image: torch.Tensor, lengths: torch.Tensor | None,
+                 texts: Sequence[str | None], ids: Sequence[str] | None = None,
+                 generator: torch.Generator | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch (mouth crops (B, 1, T, H, W), face images (B, 3, S, S), mel lengths or None = full, one text
+        per clip) -> (log-mels (B, n_mels, 4T), audio (B, samples)); frames past a clip's length are silence."""
+        device = mouthroi.device
+        b = mouthroi.shape[0]
+        full = torch.full((b,), mouthroi.shape[2] * self.melgen.upsample_factor, dtype=torch.long)
+        lengths = full if lengths is None else lengths
+        ids = list(ids) if ids is not None else [f"clip {i}" for i in range(b)]
+        grad_fn = self.guidance_gradient(texts, lengths, ids, device)
+        x = self.sampler.sample(self.melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths.to(device),
+                                generator=generator, progress=progress)
+        mels = denormalise_mel(x.float(), self.clamp_min)
+        audio = vocode(self.vocoder, mels, lengths=lengths, peak_scale=self.peak_scale)
+        return mels, audio
