@@ -1,6 +1,8 @@
 """Fetch the published LipVoicer assets to where the configs look for them.
 
-    python download_checkpoints.py                 # every asset inference needs
+    python download_checkpoints.py                 # every default asset (both datasets' models, the lip reader, LMs)
+    python download_checkpoints.py --for-inference # only what inference_real_video.py needs with the default settings
+    python download_checkpoints.py --for-inference dataset=lrs2 generate.text="'hello'"   # ... with these overrides
     python download_checkpoints.py --only hifigan vsr_lrs3
     python download_checkpoints.py --list          # what is present, nothing fetched
     python download_checkpoints.py --all           # also the benchmark-only lip-read texts
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.assets import (MISSING, Asset, asset_path, asset_table, check_asset, check_file, check_folder,
-                          fetch_command)
+                          fetch_command, find_asset_for_path)
 from utils.config import compose_config as load_config  # the config the scripts see (tests replace it)
 from utils.errors import LipVoicerError, exit_on_user_error
 
@@ -198,6 +200,48 @@ def fetch_asset(cfg, asset: Asset, force: bool = False, log=print) -> Result:
     return Result(asset.name, "downloaded", target)
 
 
+# ------------------------------------------------------------------ what one inference run needs
+def inference_files(cfg) -> list[tuple[str, Path]]:
+    """(what, path) of every file inference_real_video.py reads with this config: MelGen of dataset.name
+    (generate.ckpt_path), HiFi-GAN, the mean face (mouth cropping); the ASR fine-tune and its tokenizer
+    when generate.w_asr > 0; the lip reader, its units and (when vsr.lm_weight != 0) its LM when no
+    generate.text is given."""
+    gen, ck = cfg["generate"], Path(str(cfg["paths"]["checkpoints_dir"]))
+    files = [("MelGen (generate.ckpt_path)", Path(str(gen["ckpt_path"]))),
+             ("HiFi-GAN (vocoder.checkpoint)", Path(str(cfg["vocoder"]["checkpoint"]))),
+             ("mean face (prep.mean_face_path)", Path(str(cfg["prep"]["mean_face_path"])))]
+    if float(gen["w_asr"]) > 0:
+        if gen.get("asr_ckpt"):
+            asr = Path(str(gen["asr_ckpt"]))
+        else:
+            table, name = cfg["asr"]["checkpoints"], str(cfg["dataset"]["name"]).lower()
+            if name not in table:
+                raise LipVoicerError(f"no published ASR fine-tune for dataset '{cfg['dataset']['name']}' (have: "
+                                     f"{', '.join(table)}); give one with generate.asr_ckpt=<checkpoint>")
+            asr = ck / str(table[name])
+        files += [("ASR fine-tune (generate.asr_ckpt)", asr), ("ASR tokenizer (asr.tokenizer)", ck / str(cfg["asr"]["tokenizer"]))]
+    text = gen.get("text")
+    if text is None or not str(text).strip():
+        v = cfg["vsr"]
+        keys = ["model_path", "model_conf", "units_path"] + (["lm_path", "lm_conf"] if float(v["lm_weight"]) else [])
+        files += [(f"lip reader (vsr.{k})", Path(str(v[k]))) for k in keys]
+    return files
+
+
+def inference_assets(cfg) -> tuple[list[str], list[str]]:
+    """(published assets this inference run needs, in table order; notes on the files it needs that are
+    no published asset, e.g. your own checkpoint: `what: path` when present, `... not found` when not)."""
+    needed, notes = set(), []
+    for what, path in inference_files(cfg):
+        asset = find_asset_for_path(cfg, path)
+        if asset is not None:
+            needed.add(asset.name)
+        else:
+            notes.append(f"{what}: {path}" + ("" if path.exists() else " not found (not a published asset: "
+                                                                      "put your file there or change the setting)"))
+    return [n for n in asset_table(cfg) if n in needed], notes
+
+
 # ------------------------------------------------------------------ reporting
 def _size(path: Path) -> int:
     if path.is_file():
@@ -247,7 +291,19 @@ def parse_args(argv=None):
                                    "(default: the config's paths.checkpoints_dir)")
     p.add_argument("--list", action="store_true", help="show every asset and whether it is present; fetch nothing")
     p.add_argument("--force", action="store_true", help="fetch again even when present")
-    return p.parse_args(argv)
+    p.add_argument("--for-inference", action="store_true",
+                   help="only the assets inference_real_video.py needs with these overrides (MelGen and ASR of "
+                        "dataset.name, the ASR only when generate.w_asr > 0, HiFi-GAN, the mean face, the lip "
+                        "reader only when no generate.text is given)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides (configs/config.yaml), e.g. dataset=lrs2 generate.w_asr=0")
+    args = p.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        p.error(f"not a key=value override: {' '.join(bad)}")
+    if args.for_inference and (args.only or args.all):
+        p.error("--for-inference chooses the assets itself: leave out --only / --all")
+    return args
 
 
 def run(cfg, args, out=None, err=None) -> int:
@@ -264,11 +320,16 @@ def run(cfg, args, out=None, err=None) -> int:
         if unknown:
             raise LipVoicerError(f"unknown asset {', '.join(map(repr, unknown))}; known assets: {', '.join(table)}")
         names = list(dict.fromkeys(args.only))
+    elif getattr(args, "for_inference", False):
+        names, notes = inference_assets(cfg)
+        print(f"this inference run needs: {', '.join(names) or 'no published asset'}", file=out)
+        for note in notes:
+            print(f"  also: {note}", file=out)
     else:
         names = [n for n, a in table.items() if a.default or args.all]
 
     if args.list:
-        results = survey(cfg, table)
+        results = survey(cfg, names if getattr(args, "for_inference", False) else table)
         print(format_table(results), file=out)
         for r in results:
             if r.status == "incomplete":
@@ -299,7 +360,7 @@ def run(cfg, args, out=None, err=None) -> int:
 @exit_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run(load_config(), args)
+    return run(load_config(args.overrides) if args.overrides else load_config(), args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
     python evaluate.py evaluate.generated_dir=... evaluate.recognizer=none     # no WER / CER
 
 Writes metrics_per_clip.csv, metrics_summary.json and metrics.md into evaluate.out_dir
-(default: the generated folder) and prints the Markdown table.
+(default: the generated folder) and prints the Markdown table, with the coverage of the split
+(clips scored / clips in the split). Below evaluate.min_coverage (default 1.0) it scores nothing
+and exits 1 with one line; evaluate.min_coverage=0 scores whatever is there.
 """
 import logging
 

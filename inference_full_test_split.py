@@ -8,7 +8,9 @@
 
 Outputs: <save_dir>/generated_mels/<LRS2|LRS3>/w1=<w_video>_w2=<w_asr>_asr_start=<asr_start>/<video_id>
 .wav, .wav.spec, .png, _gt.png, .txt (and .mp4 with generate.save_video=true). Re-running skips
-finished clips. Score them with evaluate.py.
+finished clips; several runs on one save_dir share the clips (lock files). Each clip's noise is
+seeded from generate.seed and its id. Ends with a summary per rank; the exit status is 1 (with one
+`error:` line) when any clip of the split was not generated. Score them with evaluate.py.
 """
 import logging
 
@@ -16,8 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from utils.distributed import cleanup_distributed, init_distributed
-from utils.errors import exit_on_user_error
-from pipelines.split_generation import generate_split
+from utils.errors import LipVoicerError, exit_on_user_error
+from pipelines.split_generation import generate_split, split_failure
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="config")
@@ -27,7 +29,10 @@ def main(cfg: DictConfig) -> None:
     info = init_distributed(cfg.generate.device)
     try:
         summary = generate_split(cfg, info.rank, info.world_size, info.device)
-        print(summary.line())
+        print(summary.report(), flush=True)
+        failure = split_failure(summary, info.device)   # every rank: the counts of all ranks
+        if failure:
+            raise LipVoicerError(failure)
     finally:
         cleanup_distributed()
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import hydra
 import torch
 
+from utils.cli import positional_to_override
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.native_output import quiet_native_logging
 
 
 def pick_device(name: str) -> torch.device:
@@ -58,16 +60,12 @@ def main(cfg) -> None:
 
 
 def _positional_input_to_override(argv: list[str]) -> list[str]:
-    """`lipread.py clip.npz ...` -> `lipread.py vsr.input='clip.npz' ...` (Hydra takes key=value only)."""
-    out = list(argv)
-    for i, a in enumerate(out[1:], 1):
-        if not a.startswith("-") and "=" not in a:
-            q = '"' if "'" in a else "'"
-            out[i] = f"vsr.input={q}{a}{q}"
-            break
-    return out
+    """`lipread.py clip.npz ...` -> `lipread.py vsr.input='clip.npz' ...` (Hydra takes key=value only;
+    the path is quoted for Hydra's grammar: spaces, parentheses and quotes work)."""
+    return positional_to_override(argv, "vsr.input")
 
 
 if __name__ == "__main__":
+    quiet_native_logging()  # before MediaPipe is imported (a video input is cropped with it)
     sys.argv = _positional_input_to_override(sys.argv)
     main()

@@ -7,6 +7,10 @@
 
 Resumes from the newest checkpoint of the experiment by default (asr.train.ckpt_iter=max).
 See docs/asr.md.
+
+A bad clip (unreadable or inconsistent files) is skipped and logged once; more than
+asr.train.max_bad_fraction of them stops the run with one line. Data-loader workers:
+asr.train.num_workers (auto = min(4, usable CPU cores - 1)).
 """
 import logging
 

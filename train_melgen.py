@@ -5,6 +5,10 @@
     python train_melgen.py train.batch_size_per_gpu=16 train.bf16=true
 
 Resumes from the newest checkpoint of the experiment by default (train.ckpt_iter=max).
+
+A bad clip (unreadable or inconsistent files) is skipped and logged once; more than
+train.max_bad_fraction of them stops the run with one line. Data-loader workers:
+train.num_workers (auto = min(4, usable CPU cores - 1)).
 """
 import logging
 

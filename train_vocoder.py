@@ -8,6 +8,10 @@
 Resumes from the newest checkpoint pair by default (vocoder_train.ckpt_iter=max). Use the
 result with vocoder.checkpoint=<save_dir>/exp/vocoder/<name>/g_<iter:08d>. See
 docs/vocoder_training.md.
+
+A bad clip (unreadable or inconsistent files) is skipped and logged once; more than
+vocoder_train.max_bad_fraction of them stops the run with one line. Data-loader workers:
+vocoder_train.num_workers (auto = min(4, usable CPU cores - 1)).
 """
 import logging
 

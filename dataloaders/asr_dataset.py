@@ -5,8 +5,10 @@ the un-normalised log-mel `<audios_dir>/<clip>.wav.spec` (80 x frames) and the
 transcript `<videos_dir>/<clip>.txt` (first line `Text:  <words>`). Items are whole
 clips: the normalised clean mel (MelGen's range) and the BPE token ids of the
 normalised text. Clips longer than `max_frames` (or without any text) are not used:
-in training (substitute=True) the next usable clip takes their place; otherwise the
-item is None and `collate_asr` leaves it out.
+with substitute=True the next usable clip takes their place; otherwise the item is None
+and `collate_asr` leaves it out. An unreadable mel (or one with the wrong number of
+bands, or NaN) raises LipVoicerError naming the file; train_asr.py uses substitute=False
+and lets trainers/base.py (SkipBadClips) skip both kinds, reporting the bad ones.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class ASRDataset(Dataset):
         self.substitute = substitute
         self.tokenizer = tokenizer
         self.max_frames = int(max_frames or 0)
+        self.unusable_message = (f"no clip of split '{split}' is at most {self.max_frames} frames long and has a "
+                                 "transcript (raise asr.train.max_frames?)")
         self.n_mels = int(cfg["audio"]["n_mels"])
         self.clamp_min = float(cfg["audio"]["clamp_min"])
         clips = list_split_clips(dcfg, split)
@@ -63,12 +67,14 @@ class ASRDataset(Dataset):
     def load(self, index: int) -> dict | None:
         """The item, or None when the clip is longer than max_frames or has no text."""
         clip, mel_path, txt_path = self.items[index]
-        mel = load_mel(mel_path)
-        if mel.shape[0] != self.n_mels:
-            raise LipVoicerError(f"{mel_path}: mel has {mel.shape[0]} bands, expected {self.n_mels}")
+        mel = load_mel(mel_path, self.n_mels)
         if self.max_frames and mel.shape[1] > self.max_frames:
             return None
-        text = transcript_from_lrs_text(txt_path.read_text(encoding="utf-8", errors="replace"))
+        try:
+            raw = txt_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise LipVoicerError(f"{txt_path}: transcript cannot be read ({e.strerror or e})") from e
+        text = transcript_from_lrs_text(raw)
         if not text:
             return None
         tokens = self.tokenizer.encode(text, normalize=False)
@@ -84,8 +90,7 @@ class ASRDataset(Dataset):
             item = self.load((index + k) % len(self.items))
             if item is not None:
                 return item
-        raise LipVoicerError(f"no clip of this split is at most {self.max_frames} frames long and has a transcript "
-                             "(raise asr.train.max_frames?)")
+        raise LipVoicerError(self.unusable_message)
 
 
 def collate_asr(items: list[dict | None]) -> dict | None:

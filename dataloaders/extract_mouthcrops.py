@@ -10,7 +10,8 @@ smoothing, alignment to the mean face, 96 x 96 crop around the mouth). Files alr
 done are skipped (prep.overwrite=true recomputes them); every file is written under a
 temporary name and renamed. A video that cannot be used (no face, corrupt, no video
 stream, shorter than prep.min_seconds) is logged with the reason and counted; the job
-goes on with the others and exits with status 1 when any failed.
+goes on with the others and exits with status 1 when any failed. prep.num_workers (default
+auto = min(4, usable cores)) worker processes; they end when this process dies, even by SIGKILL.
 
 The work is in dataloaders/prep/mouthcrops.py (`video_frames`, `mouth_crops_from_video`, ...).
 """
@@ -23,9 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataloaders.prep.jobs import parse_args
-from dataloaders.prep.mouthcrops import extract_mouthcrops
-from utils.errors import exit_on_user_error
+from utils.native_output import quiet_native_logging  # noqa: E402
+
+quiet_native_logging()  # before MediaPipe is imported (here and, through the environment, in the workers)
+
+from dataloaders.prep.jobs import parse_args  # noqa: E402
+from dataloaders.prep.mouthcrops import extract_mouthcrops  # noqa: E402
+from utils.errors import exit_on_user_error  # noqa: E402
 
 
 @exit_on_user_error

@@ -6,10 +6,16 @@ the model-input transforms from dataloaders/transforms.py.
 Training items are 1-second windows (25 video frames, 100 mel frames) at a random,
 aligned position, with the training augmentations. Test items are whole clips with
 their audio, text and id.
+
+Every item is checked as it is read: mouth crops uint8 (T, video.mouth_size, video.mouth_size),
+a finite (audio.n_mels, frames) mel, and as many crop frames as the mel covers (within one
+frame; a truncated video gives fewer crops than its audio). A bad clip raises LipVoicerError
+`<file>: <reason>`; training skips it (trainers/base.py), split generation reports it.
 """
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 from pathlib import Path
 
@@ -28,25 +34,52 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- readers
-def load_mouth(path: Path) -> np.ndarray:
+def _why(e: BaseException) -> str:
+    """`<type>: <first line of the message>` (some decoders explain themselves over many lines)."""
+    lines = str(e).strip().splitlines()
+    if not lines and isinstance(e, EOFError):
+        return "the file is empty or cut short"
+    return f"{type(e).__name__}: {lines[0].strip()}" if lines else type(e).__name__
+
+
+def load_mouth(path: Path, size: int | None = None) -> np.ndarray:
+    """Mouth crops of a `.npz` (key `data`): uint8 (T, size, size), T >= 1; anything else is a
+    LipVoicerError `<path>: <reason>` (e.g. `mouth crops are 20 x 20, expected 96 x 96`)."""
     try:
         with np.load(path) as z:
             data = z["data"]
-    except Exception as e:  # noqa: BLE001
-        raise LipVoicerError(f"{path}: not a readable mouth-crop file ({e})") from e
-    if data.ndim != 3 or data.shape[0] == 0:
+    except Exception as e:  # noqa: BLE001 - any decoding problem is a bad file for the user
+        raise LipVoicerError(f"{path}: not a readable mouth-crop file ({_why(e)})") from e
+    if data.ndim != 3:
         raise LipVoicerError(f"{path}: mouth crops must be (T, H, W), got {data.shape}")
+    if data.shape[0] == 0:
+        raise LipVoicerError(f"{path}: mouth crops have no frames")
+    if size is not None and tuple(data.shape[1:]) != (int(size), int(size)):
+        raise LipVoicerError(f"{path}: mouth crops are {data.shape[1]} x {data.shape[2]}, expected {size} x {size} "
+                             "(video.mouth_size)")
+    if data.dtype != np.uint8:
+        raise LipVoicerError(f"{path}: mouth crops are {data.dtype}, expected uint8")
     return data
 
 
-def load_mel(path: Path) -> torch.Tensor:
+def load_mel(path: Path, n_mels: int | None = None) -> torch.Tensor:
+    """A `.wav.spec` log-mel: a finite (n_mels, frames) tensor; anything else is a LipVoicerError."""
     try:
         mel = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's long "Weights only load failed ..." explanation
+        raise LipVoicerError(f"{path}: not a readable mel file (not a saved tensor)") from e
     except Exception as e:  # noqa: BLE001
-        raise LipVoicerError(f"{path}: not a readable mel file ({e})") from e
-    if mel.dim() != 2:
+        raise LipVoicerError(f"{path}: not a readable mel file ({_why(e)})") from e
+    if not isinstance(mel, torch.Tensor):
+        raise LipVoicerError(f"{path}: not a mel file (holds a {type(mel).__name__}, expected a tensor)")
+    if mel.dim() != 2 or mel.shape[1] == 0:
         raise LipVoicerError(f"{path}: mel must be (n_mels, frames), got {tuple(mel.shape)}")
-    return mel.float()
+    if n_mels is not None and mel.shape[0] != int(n_mels):
+        raise LipVoicerError(f"{path}: mel has {mel.shape[0]} bands, expected {n_mels}")
+    mel = mel.float()
+    if not bool(torch.isfinite(mel).all()):
+        raise LipVoicerError(f"{path}: mel holds NaN or infinite values")
+    return mel
 
 
 def read_video_frame(path: Path, index: int) -> np.ndarray:
@@ -59,7 +92,7 @@ def read_video_frame(path: Path, index: int) -> np.ndarray:
                 if i >= index:
                     break
     except Exception as e:  # noqa: BLE001
-        raise LipVoicerError(f"{path}: cannot decode video ({e})") from e
+        raise LipVoicerError(f"{path}: cannot decode video ({_why(e)})") from e
     if frame is None:
         raise LipVoicerError(f"{path}: video has no frames")
     return frame.to_ndarray(format="rgb24")
@@ -87,6 +120,8 @@ class MelGenTrainDataset(Dataset):
         self.window = int(cfg["train"]["window_frames"])
         self.per_frame = int(cfg["video"]["mel_frames_per_video_frame"])
         self.clamp_min = float(cfg["audio"]["clamp_min"])
+        self.mouth_size = int(cfg["video"]["mouth_size"])
+        self.n_mels = int(cfg["audio"]["n_mels"])
         clips = list_split_clips(self.dataset_cfg, split)
         self.clips = []
         skipped = 0
@@ -108,11 +143,13 @@ class MelGenTrainDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, key):
+        """The item; a clip whose files are unreadable or disagree raises LipVoicerError naming the file
+        (training skips it: trainers/base.py SkipBadClips)."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         rng = random.Random(seed)
         clip = self.clips[index]
-        crops = load_mouth(clip.mouth)
-        mel = load_mel(clip.mel)
+        crops = load_mouth(clip.mouth, self.mouth_size)
+        mel = load_mel(clip.mel, self.n_mels)
         n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
         w = self.window
         if n < w:  # short clip: pad video by repeating its last frame, mel with silence
@@ -136,6 +173,8 @@ class MelGenTestDataset(Dataset):
         self.video_cfg = cfg["video"]
         self.audio_cfg = cfg["audio"]
         self.per_frame = int(cfg["video"]["mel_frames_per_video_frame"])
+        self.mouth_size = int(cfg["video"]["mouth_size"])
+        self.n_mels = int(cfg["audio"]["n_mels"])
         self.clips = [ClipPaths(self.dataset_cfg, c) for c in (clips or list_split_clips(self.dataset_cfg, split))]
 
     def __len__(self):
@@ -146,8 +185,8 @@ class MelGenTestDataset(Dataset):
         miss = clip.missing(need_wav=True)
         if miss:
             raise LipVoicerError(f"{miss[0]}: file of clip {clip.id} not found")
-        crops = load_mouth(clip.mouth)
-        mel = load_mel(clip.mel)
+        crops = load_mouth(clip.mouth, self.mouth_size)
+        mel = load_mel(clip.mel, self.n_mels)
         n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
         wav = read_wav(clip.wav, int(self.audio_cfg["sampling_rate"]))
         text = read_transcript(clip.text) if clip.text.is_file() else ""

@@ -15,14 +15,17 @@ LRS-style `<clip>.txt` (first line `Text:  <words>`) below a folder.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from dataloaders.text import normalize_text, transcript_from_lrs_text
+from dataloaders.text import dropped_characters, normalize_text, transcript_from_lrs_text
 from utils.errors import LipVoicerError, exit_on_user_error
+
+log = logging.getLogger(__name__)
 
 
 def _spm():
@@ -42,6 +45,7 @@ class BPETokenizer:
             raise LipVoicerError(f"{self.path}: tokenizer model not found "
                                  "(fetch it with: python download_checkpoints.py --only tokenizer_bpe256)")
         spm = _spm()
+        self._warned: set[str] = set()
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
@@ -58,7 +62,23 @@ class BPETokenizer:
         return int(self.sp.get_piece_size())
 
     def encode(self, text: str, normalize: bool = True) -> list[int]:
-        return list(self.sp.encode(normalize_text(text) if normalize else text, out_type=int))
+        """Piece ids of `text` (normalised first: lower case, numbers as words, no punctuation).
+
+        Characters the tokenizer cannot encode would become id 0, the CTC blank, which is no
+        target: they are left out, with a warning naming them (once per character and tokenizer),
+        as are letters that normalisation has to drop (other scripts)."""
+        norm = normalize_text(text) if normalize else text
+        ids = [int(i) for i in self.sp.encode(norm, out_type=int)]
+        bad = set(dropped_characters(text)) if normalize else set()
+        if 0 in ids:
+            bad |= {c for c in set(norm) - {" "} if 0 in self.sp.encode(c, out_type=int)}
+            ids = [i for i in ids if i != 0]
+        new = sorted(bad - self._warned)
+        if new:
+            self._warned |= bad
+            log.warning("%s: the tokenizer cannot encode %s in the text %r; left out of the ASR targets",
+                        self.path, ", ".join(repr(c) for c in new), text if len(text) <= 80 else text[:77] + "...")
+        return ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([int(i) for i in ids if int(i) != 0])

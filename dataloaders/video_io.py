@@ -9,6 +9,13 @@
 Every writer goes through a temporary name in the destination folder and an atomic
 rename, so an interrupted job never leaves a half-written file under the final name.
 Unreadable input raises LipVoicerError with one line naming the file and the reason.
+
+Reading checks what it decodes against the file's header: a file that decodes to less
+than its header states (a download or copy cut short: an .mp4 with its index first
+stays playable up to the cut) is refused as truncated when more than
+`missing_frames_tolerated(n)` frames are missing (2 frames, or 1 % of the header's
+frame count when that is more). `max_seconds` stops decoding as soon as the frames
+read pass the limit, for streams whose header gives no duration (raw .h264).
 """
 from __future__ import annotations
 
@@ -16,9 +23,18 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from utils.errors import LipVoicerError
-from utils.files import atomic_write
+from utils.files import FULL_ERRNOS, atomic_write, write_errno
+
+
+def frame_bar(total: int | None, desc: str, progress=False) -> tqdm:
+    """A tqdm bar over frames on stderr (rate in frame/s), used as a context manager so that it is
+    closed (and its line ended) before any error is printed. progress: False (no bar), True, or a
+    dict of tqdm options (e.g. {"leave": False, "delay": 2.0} for bars under a batch job's bar)."""
+    options = dict(progress) if isinstance(progress, dict) else {}
+    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, disable=not progress, **options)
 
 
 def _av():
@@ -76,8 +92,53 @@ def probe_video(path: str | Path) -> dict:
                 "height": vs.codec_context.height, "duration": duration, "has_audio": bool(c.streams.audio)}
 
 
-def read_video(path: str | Path, with_times: bool = False):
-    """All frames as uint8 RGB (T, H, W, 3) and the stream's frame rate (plus frame times in s)."""
+def missing_frames_tolerated(header_frames: float) -> int:
+    """Frames a file may decode short of its header before it counts as truncated: 2 frames
+    (rounding of the stated duration, a damaged frame the decoder drops), or 1 % of the
+    header's count when that is more (a cut file misses far more: 40 % for 60 % of its bytes)."""
+    return max(2, int(np.ceil(0.01 * header_frames)))
+
+
+def _header_length(container, stream, fps: float) -> tuple[float | None, float]:
+    """(seconds the header says the video stream lasts or None, the stream's start in seconds)."""
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base), start
+    if stream.frames:  # the mp4 sample count (the duration above accounts for edit lists, so comes first)
+        return stream.frames / fps, start
+    tag = _tag_seconds(stream.metadata.get("DURATION"))  # Matroska written by FFmpeg: the stream's end time
+    if tag:
+        return tag, 0.0
+    if container.duration and len(container.streams) == 1:  # a video-only file with a container duration
+        return container.duration / 1_000_000.0, start
+    return None, start
+
+
+def _tag_seconds(value) -> float | None:
+    """'HH:MM:SS.fraction' -> seconds (None when absent or malformed)."""
+    try:
+        h, m, sec = str(value).split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except (TypeError, ValueError):
+        return None
+
+
+def _decoded_seconds(times: list, n: int, fps: float, start: float) -> float:
+    """Seconds covered by the n frames decoded so far (their timestamps when known, else n / fps)."""
+    last = times[-1] if times else None
+    if last is None:
+        return n / fps
+    return float(last) - start + 1.0 / fps
+
+
+def read_video(path: str | Path, with_times: bool = False, max_seconds: float | None = None,
+               limit_name: str = "max_seconds", progress=False):
+    """All frames as uint8 RGB (T, H, W, 3) and the stream's frame rate (plus frame times in s).
+
+    max_seconds: stop with a LipVoicerError (naming the setting `limit_name`) as soon as the
+    frames decoded pass this many seconds. A file decoding to less than its header says
+    (beyond missing_frames_tolerated) raises "truncated video". progress: see frame_bar.
+    """
     av = _av()
     path = Path(path)
     frames, times = [], []
@@ -85,15 +146,34 @@ def read_video(path: str | Path, with_times: bool = False):
         vs = _video_stream(c, path)
         vs.thread_type = "AUTO"
         fps = _stream_fps(vs)
-        try:
-            for frame in c.decode(vs):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(frame.time)
-        except av.error.FFmpegError as e:
-            raise LipVoicerError(f"{path}: corrupt or truncated video (decoding failed after {len(frames)} "
-                                 f"frames: {_reason(e)})") from None
+        rate = fps or 25.0
+        header_s, start = _header_length(c, vs, rate)
+        total = int(round(header_s * rate)) if header_s else None
+        with frame_bar(total, "decode", progress) as bar:
+            try:
+                for frame in c.decode(vs):
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    times.append(frame.time)
+                    bar.update(1)
+                    if max_seconds is not None:
+                        seconds = _decoded_seconds(times, len(frames), rate, start)
+                        if seconds > float(max_seconds) + 1e-6:
+                            raise LipVoicerError(
+                                f"{path}: video is longer than {float(max_seconds):g} s (decoding stopped at frame "
+                                f"{len(frames)}, {seconds:.2f} s"
+                                f"{'' if header_s else '; its header gives no duration'}); the limit is "
+                                f"{float(max_seconds):g} s ({limit_name}; memory grows with length: cut the video "
+                                f"or raise the limit)")
+            except av.error.FFmpegError as e:
+                raise LipVoicerError(f"{path}: corrupt or truncated video (decoding failed after {len(frames)} "
+                                     f"frames: {_reason(e)})") from None
     if not frames:
         raise LipVoicerError(f"{path}: no decodable video frames (corrupt or truncated file)")
+    if header_s:
+        decoded_s = _decoded_seconds(times, len(frames), rate, start)
+        if (header_s - decoded_s) * rate > missing_frames_tolerated(header_s * rate):
+            raise LipVoicerError(f"{path}: truncated video: header says {header_s:.2f} s, only {decoded_s:.2f} s "
+                                 f"decode")
     if fps is None:
         fps = _fps_from_times(times) or 25.0
     arr = np.stack(frames)
@@ -131,10 +211,13 @@ def resample_indices(times, src_fps: float, dst_fps: float) -> np.ndarray:
     return np.where(use_prev, prev, idx)
 
 
-def read_video_at_fps(path: str | Path, fps: float = 25.0, return_src_fps: bool = False):
+def read_video_at_fps(path: str | Path, fps: float = 25.0, return_src_fps: bool = False,
+                      max_seconds: float | None = None, limit_name: str = "max_seconds", progress=False):
     """Frames (uint8 RGB) at `fps`: the stream as is when it already runs at that rate,
-    otherwise resampled by nearest frame in time (like FFmpeg's fps filter)."""
-    frames, src_fps, times = read_video(path, with_times=True)
+    otherwise resampled by nearest frame in time (like FFmpeg's fps filter).
+    max_seconds, limit_name, progress: as for read_video."""
+    frames, src_fps, times = read_video(path, with_times=True, max_seconds=max_seconds, limit_name=limit_name,
+                                        progress=progress)
     regular = _fps_from_times(times)
     if abs(src_fps - fps) > 1e-3 or (regular is not None and abs(regular - fps) > 0.05 * fps):
         frames = frames[resample_indices(times, src_fps, fps)]
@@ -273,6 +356,8 @@ def mux_audio(video_path: str | Path, audio: np.ndarray, sample_rate: int, out_p
                         packet.stream = vout
                         out.mux(packet)
                 except av.error.FFmpegError as e:
+                    if write_errno(e, FULL_ERRNOS) is not None:  # the output failed (disk full, ...): atomic_write names it
+                        raise
                     raise LipVoicerError(f"{video_path}: corrupt or truncated video ({_reason(e)})") from None
                 _encode_audio(out, astream, audio, sample_rate)
 

@@ -81,7 +81,9 @@ class VocoderSegmentDataset(Dataset):
     """Random fixed-length segments of peak-normalised clips: item -> float32 (segment_samples,).
 
     Index with an int or with (int, seed); the seed fixes the segment position (used by the
-    resumable sampler, so that a resumed run sees the same segments)."""
+    resumable sampler, so that a resumed run sees the same segments). An unreadable file (or one
+    at another sample rate, empty, or holding NaN) raises LipVoicerError naming it; training skips
+    it (trainers/base.py SkipBadClips)."""
 
     def __init__(self, files: list[Path], segment_samples: int, audio_cfg=None):
         self.files = [Path(f) for f in files]
@@ -95,6 +97,8 @@ class VocoderSegmentDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         rng = random.Random(seed)
         wav = read_wav(self.files[index], int(self.audio["sampling_rate"]))
+        if not np.isfinite(wav).all():
+            raise LipVoicerError(f"{self.files[index]}: audio holds NaN or infinite samples")
         wav = peak_normalise(wav, float(self.audio["peak_scale"]))  # the whole clip, as wav_file_to_mel
         n = self.segment
         if wav.shape[0] >= n:

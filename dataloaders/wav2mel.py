@@ -1,7 +1,7 @@
 """Compute `<clip>.wav.spec` (log-mel, torch tensor 80 x frames) beside every `<clip>.wav` of a tree.
 
     python dataloaders/wav2mel.py dataset=lrs3                     # dataset.audios_dir
-    python dataloaders/wav2mel.py wav2mel.audios_dir=/data/audios wav2mel.num_workers=8
+    python dataloaders/wav2mel.py wav2mel.audios_dir=/data/audios wav2mel.num_workers=8   # default auto: min(4, cores)
 
 Files already done are skipped (wav2mel.overwrite=true recomputes them); every
 file is written under a temporary name and renamed; unreadable files are logged,
@@ -27,7 +27,7 @@ from utils.errors import exit_on_user_error
 def main(cfg: DictConfig) -> None:
     w = cfg.wav2mel
     done, skipped, failed = convert_tree(w.audios_dir, OmegaConf.to_container(cfg.audio, resolve=True),
-                                         int(w.num_workers), bool(w.overwrite))
+                                         w.num_workers, bool(w.overwrite))
     print(f"wav2mel: {done} written, {skipped} already done, {failed} failed")
     if failed:
         sys.exit(1)

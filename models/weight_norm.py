@@ -47,8 +47,16 @@ class WeightNormed:
         if self._folded is not None:
             return self._folded
         if self.is_weight_normed:
-            return self.weight_g * self.weight_v / norm_except_first(self.weight_v)
+            # one fused kernel (what torch.nn.utils.weight_norm runs), not three
+            return torch._weight_norm(self.weight_v, self.weight_g, 0)
         return self.weight
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device / dtype), .cuda(), .half() ... also move the folded weight (a plain attribute)
+        super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_folded", None) is not None:
+            self._folded = fn(self._folded)
+        return self
 
     @torch.no_grad()
     def fold(self):

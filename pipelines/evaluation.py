@@ -12,9 +12,15 @@ ground-truth `<video_id>.wav` and transcript of each clip. Per clip:
   log-mel L1 and mel cepstral distortion, lengths aligned by cropping to the shorter
   (pipelines/metrics.py).
 
+Coverage: the clips of the split (those inference_full_test_split.py generates for the same
+settings: the split's videos, the first generate.n_samples of them when set; without videos,
+the split's ground-truth wavs) that have a generated wav and ground truth, over all of them.
+Below evaluate.min_coverage (default 1.0: every clip) nothing is scored and the run is a
+one-line error; evaluate.min_coverage=0 scores whatever is there (with a warning).
+
 Outputs: `metrics_per_clip.csv`, `metrics_summary.json` (means over clips, corpus-level
-WER / CER over all words, settings) and `metrics.md` (a Markdown table), each written
-under a temporary name and renamed.
+WER / CER over all words, coverage, settings) and `metrics.md` (a Markdown table), each
+written under a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from dataloaders.text import normalize_text, transcript_from_lrs_text
 from dataloaders.tokenizer import BPETokenizer
 from models.asr.decoding import build_beam_decoder, greedy_texts
 from models.builders import asr_checkpoint_path, load_asr
+from dataloaders.layout import list_split_clips
 from pipelines.outputs import run_dir
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
@@ -154,6 +161,86 @@ def match_ground_truth(cfg, generated: Sequence[tuple[str, Path]]) -> tuple[list
             reference = read_reference_text(beside)
         clips.append(Clip(video_id, wav, gt_wav, reference))
     return clips, skipped
+
+
+# ----------------------------------------------------------------------------- coverage
+def _wav_ids(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.wav")
+                  if not p.name.endswith("_gt.wav")
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def expected_clips(cfg) -> tuple[list[str], str | None]:
+    """(video ids, where the list comes from) of the clips a complete run scores: the clips of
+    evaluate.split as inference_full_test_split.py lists them (videos or file lists; the first
+    generate.n_samples when set), or, when the split has no videos here, the ground-truth wavs of
+    the split's folders (or of evaluate.gt_audios_dir). ([], None) when neither exists."""
+    ev, ds = cfg["evaluate"], cfg["dataset"]
+    split = ev.get("split")
+    n = cfg["generate"].get("n_samples")
+    ids, source = [], None
+    if split and not ev.get("gt_audios_dir"):
+        try:
+            ids = [c.split("/", 1)[1] if "/" in c else c for c in list_split_clips(ds, str(split))]
+            source = f"split '{split}' of {ds['name']} (its videos)"
+        except LipVoicerError:
+            ids = []
+    if not ids:
+        dirs = ground_truth_dirs(cfg, "audio")
+        search = dirs if len(dirs) == 1 else ([d for d in dirs[:-1] if d.is_dir()] or dirs[-1:])
+        ids = sorted({i for d in search for i in _wav_ids(d)})
+        source = f"ground-truth wavs in {', '.join(map(str, search))}" if ids else None
+    if n is not None:
+        ids = ids[:int(n)]
+    return ids, source
+
+
+def min_coverage(ev) -> float:
+    raw = ev.get("min_coverage", 1.0)
+    try:
+        value = float(raw)
+        ok = 0.0 <= value <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise LipVoicerError(f"evaluate.min_coverage={raw}: must be a fraction between 0 and 1 "
+                             "(1 = every clip of the split, 0 = score whatever is there)")
+    return value
+
+
+def check_coverage(cfg, gen_dir: Path, clips: Sequence["Clip"]) -> dict:
+    """Coverage of the split by the clips that can be scored; LipVoicerError below evaluate.min_coverage."""
+    need = min_coverage(cfg["evaluate"])
+    ids, source = expected_clips(cfg)
+    scored = {c.video_id for c in clips}
+    if not ids:
+        if need > 0:
+            raise LipVoicerError(f"{gen_dir}: cannot tell which clips the split has (no videos of split "
+                                 f"'{cfg['evaluate'].get('split')}' and no ground-truth wavs found); set "
+                                 "evaluate.min_coverage=0 to score the clips that are there")
+        return {"scored": len(scored), "expected": None, "fraction": None, "n_missing": None, "missing": [],
+                "source": None, "min_coverage": need}
+    missing = [i for i in ids if i not in scored]
+    fraction = (len(ids) - len(missing)) / len(ids)
+    cov = {"scored": len(ids) - len(missing), "expected": len(ids), "fraction": fraction,
+           "n_missing": len(missing), "missing": missing[:50], "source": source, "min_coverage": need}
+    if fraction < need:
+        raise LipVoicerError(f"{gen_dir}: only {cov['scored']} of {len(ids)} clips of the {source} can be scored "
+                             f"({100 * fraction:.1f} %, below evaluate.min_coverage={need:g}); missing e.g. "
+                             f"{', '.join(missing[:3])}; generate the rest (inference_full_test_split.py) or "
+                             "score what is there with evaluate.min_coverage=0")
+    if missing:
+        log.warning("only %d of %d clips of the %s are scored (%.1f %%); missing e.g. %s", cov["scored"], len(ids),
+                    source, 100 * fraction, ", ".join(missing[:3]))
+    return cov
+
+
+def coverage_text(cov: dict | None) -> str:
+    if not cov or cov.get("expected") is None:
+        return "n/a"
+    return f"{cov['scored']} of {cov['expected']} clips ({100 * cov['fraction']:.1f} %)"
 
 
 # ----------------------------------------------------------------------------- the recogniser
@@ -278,16 +365,17 @@ def _finite_mean(values) -> float | None:
     return float(v.mean()) if len(v) else None
 
 
-def summarise(rows: Sequence[dict], settings: dict | None = None) -> dict:
+def summarise(rows: Sequence[dict], settings: dict | None = None, coverage: dict | None = None) -> dict:
     """Means over clips (NaNs left out; None when no clip has a value), the number of clips
     with a value per metric, and the corpus-level WER / CER over all words / characters
     (total edits / total reference length: what jiwer gives on the lists of texts) of the
-    clips that have a reference text and a hypothesis."""
+    clips that have a reference text and a hypothesis; `coverage` (check_coverage) as given."""
     scored = [r for r in rows if math.isfinite(r["wer"])]
     words = sum(r["ref_words"] for r in scored)
     chars = sum(r["ref_chars"] for r in scored if math.isfinite(r["cer"]))
     return {
         "n_clips": len(rows),
+        "coverage": dict(coverage) if coverage is not None else None,
         "corpus_wer": sum(r["word_errors"] for r in scored) / words if words else None,
         "corpus_cer": sum(r["char_errors"] for r in scored if math.isfinite(r["cer"])) / chars if chars else None,
         "n_words": int(words),
@@ -303,8 +391,10 @@ _TABLE = (("WER (%)", "corpus_wer", 100.0, 2), ("CER (%)", "corpus_cer", 100.0, 
 
 
 def markdown_table(summary: dict) -> str:
-    """| metric | value | table: clips, corpus WER / CER in %, then the means of the signal metrics."""
-    lines = ["| metric | value |", "| --- | --- |", f"| clips | {summary['n_clips']} |"]
+    """| metric | value | table: clips, coverage of the split, corpus WER / CER in %, then the means of the
+    signal metrics."""
+    lines = ["| metric | value |", "| --- | --- |", f"| clips | {summary['n_clips']} |",
+             f"| coverage | {coverage_text(summary.get('coverage'))} |"]
     for label, key, scale, digits in _TABLE:
         v = summary.get(key) if key.startswith("corpus_") else summary["means"].get(key)
         lines.append(f"| {label} | {'n/a' if v is None else f'{v * scale:.{digits}f}'} |")
@@ -382,6 +472,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     if not clips:
         raise LipVoicerError(f"{gen_dir}: none of the {len(generated)} generated clips has a ground-truth wav "
                              f"(looked in {', '.join(map(str, ground_truth_dirs(cfg, 'audio')))})")
+    coverage = check_coverage(cfg, gen_dir, clips)
     if recognizer is _UNSET:
         recognizer = build_recognizer(cfg)
     audio = audio_params(cfg["audio"])
@@ -437,7 +528,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
         settings.update(asr_ckpt=str(asr_checkpoint(cfg)), tokenizer=str(ev["tokenizer"]),
                         decoder=str(ev.get("decoder")), beam_lm=bool(ev.get("beam_lm", True)),
                         device=str(recognizer.device))
-    summary = summarise(rows, settings)
+    summary = summarise(rows, settings, coverage)
     out_dir = Path(str(ev.get("out_dir") or gen_dir))
     outputs = write_outputs(rows, summary, out_dir)
     return {**summary, "rows": rows, "outputs": outputs, "table": markdown_table(summary)}

@@ -3,6 +3,7 @@
     files = generation_files(cfg)                       # checked before any heavy work
     core = GenerationCore.load(cfg, device)             # MelGen, HiFi-GAN, ASR + tokenizer, sampler; once
     mels, audio = core.generate(mouthroi, face, lengths, texts, generator=g)
+    mels, audio = core.generate(..., generators=[clip_generator(seed, id, device) for id in ids])  # per clip
 
 `generate` does, for a batch of clips: tokenise the guiding texts -> the ASR-gradient
 guidance -> sample the normalised mel with the configured sampler -> denormalise ->
@@ -10,6 +11,7 @@ vocode. A single video is a batch of one.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,18 @@ def warn_if_text_too_long(asr_cfg, n_tokens: int, mel_frames: int, clip: str = "
                     "(the text is too long for the clip)", clip, n_tokens, frames)
 
 
+def clip_seed(seed: int, clip_id: str) -> int:
+    """A clip's own noise seed: a stable hash (SHA-256) of the run seed and the clip id, the same in
+    every process, run and Python version (unlike hash())."""
+    digest = hashlib.sha256(f"{int(seed)}:{clip_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def clip_generator(seed: int, clip_id: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` seeded with clip_seed(seed, clip_id)."""
+    return torch.Generator(device=device).manual_seed(clip_seed(seed, clip_id))
+
+
 @dataclass
 class GenerationCore:
     """Every model of generation, loaded once, and the batch computation."""
@@ -123,9 +137,13 @@ class GenerationCore:
 
     def generate(self, mouthroi: torch.Tensor, face_image: torch.Tensor, lengths: torch.Tensor | None,
                  texts: Sequence[str | None], ids: Sequence[str] | None = None,
-                 generator: torch.Generator | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None, progress: bool = False,
+                 generators: Sequence[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch (mouth crops (B, 1, T, H, W), face images (B, 3, S, S), mel lengths or None = full, one text
-        per clip) -> (log-mels (B, n_mels, 4T), audio (B, samples)); frames past a clip's length are silence."""
+        per clip) -> (log-mels (B, n_mels, 4T), audio (B, samples)); frames past a clip's length are silence.
+
+        The noise comes from `generator` (one stream for the batch) or from `generators` (one per clip:
+        each clip's noise then depends only on its own generator; see Sampler.sample)."""
         device = mouthroi.device
         b = mouthroi.shape[0]
         full = torch.full((b,), mouthroi.shape[2] * self.melgen.upsample_factor, dtype=torch.long)
@@ -133,7 +151,7 @@ class GenerationCore:
         ids = list(ids) if ids is not None else [f"clip {i}" for i in range(b)]
         grad_fn = self.guidance_gradient(texts, lengths, ids, device)
         x = self.sampler.sample(self.melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths.to(device),
-                                generator=generator, progress=progress)
+                                generator=generator, generators=generators, progress=progress)
         mels = denormalise_mel(x.float(), self.clamp_min)
         audio = vocode(self.vocoder, mels, lengths=lengths, peak_scale=self.peak_scale)
         return mels, audio

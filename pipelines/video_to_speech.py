@@ -33,9 +33,10 @@ from dataloaders.transforms import face_to_tensor, mouth_to_tensor
 from dataloaders.video_io import mux_audio, probe_video, write_video
 from models.vsr.reader import load_lip_reader
 from pipelines.generation import GenerationCore, generation_files
+from pipelines.settings import check_generation_settings
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
-from utils.files import check_writable, publish_dir
+from utils.files import check_writable, output_error, publish_dir
 from utils.plotting import save_mel_png
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def versions() -> dict:
 
 
 def check_video_length(path: Path, gen_cfg) -> None:
-    """Refuse a video longer than generate.max_seconds before decoding it (from its header)."""
+    """Refuse a video longer than generate.max_seconds before decoding it (from its header; a file
+    without a duration in its header, such as a raw .h264 stream, is stopped while decoding)."""
     info = probe_video(path)
     limit = float(gen_cfg["max_seconds"])
     if info["duration"] is not None and info["duration"] > limit:
@@ -147,6 +149,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
     """Run the whole job for cfg.generate.video_path; returns the output folder (the models are
     loaded here unless a loaded GenerationCore is passed)."""
     gen = cfg["generate"]
+    check_generation_settings(cfg)  # every setting, before any video is read or model loaded
     if not gen.get("video_path"):
         raise LipVoicerError("no video given: set generate.video_path=<file>")
     video_path = Path(str(gen["video_path"]))
@@ -170,10 +173,11 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
     given = gen.get("text")
     generation_files(cfg, lip_reading=given is None or not str(given).strip())
     check_video_length(video_path, gen)
-    with timer("read_video"):
-        frames = video_frames(video_path, prep)
+    with timer("read_video"):  # stops at generate.max_seconds when the header gives no duration (raw .h264)
+        frames = video_frames(video_path, prep, max_seconds=float(gen["max_seconds"]),
+                              limit_name="generate.max_seconds", progress=progress)
     with timer("mouth_crops"):
-        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path))
+        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path), progress=progress)
     with timer("text"):
         text, text_source = read_text(cfg, crops, device, str(video_path))
     log.info("text (%s): %s", text_source, text or "<empty>")
@@ -211,8 +215,11 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
         files["report"] = f"{name}.json"
         (tmp_dir / files["report"]).write_text(json.dumps(report, indent=2) + "\n")
         publish_dir(tmp_dir, final_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        err = output_error(e, final_dir)  # disk full, ...: one line naming the output, not the input video
+        if err is not None:
+            raise err from e
         raise
     log.info("wrote %s (%s)", final_dir, ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
     return final_dir

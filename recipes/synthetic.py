@@ -17,25 +17,46 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import exit_on_user_error  # noqa: E402
-from recipes.synthetic_recipe import STAGES, MELGEN_SIZES, RecipeSettings, run_recipe  # noqa: E402
+from recipes.synthetic_recipe import MEAN_FACE_NAME, STAGES, MELGEN_SIZES, RecipeSettings, run_recipe  # noqa: E402
 
 
 @exit_on_user_error
 def main(argv=None) -> int:
     d = RecipeSettings(work_dir=Path("exp_synthetic"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--work_dir", type=Path, default=d.work_dir)
-    ap.add_argument("--size", choices=list(MELGEN_SIZES), default=d.size)
-    ap.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
-    for name in ("n_clips", "seed", "workers", "melgen_iters", "asr_iters", "judge_iters", "vocoder_iters",
-                 "batch_size", "vocab_size"):
-        ap.add_argument(f"--{name}", type=int, default=getattr(d, name))
-    ap.add_argument("--n_test", type=int, default=None, help="generate at most this many test clips")
-    ap.add_argument("--chunk_minutes", type=float, default=d.chunk_minutes)
-    ap.add_argument("--corrupt_fraction", type=float, default=d.corrupt_fraction)
-    ap.add_argument("--device", default=d.device)
-    ap.add_argument("--mean_face", type=Path, default=d.mean_face)
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 epilog="extra key=value arguments are Hydra overrides (configs/config.yaml) passed "
+                                        "to every script, e.g. diffusion.T=40 generate.asr_start=25")
+    ap.add_argument("--work_dir", type=Path, default=d.work_dir,
+                    help="folder for everything the recipe writes (corpus, checkpoints, generated audio, results.md); "
+                         "re-running with the same folder continues where it stopped")
+    ap.add_argument("--size", choices=list(MELGEN_SIZES), default=d.size,
+                    help="model sizes: full (published), small (a GPU, hours), mini (a CPU, tens of minutes), "
+                         "tiny (tests, seconds)")
+    ap.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES), metavar="STAGE",
+                    help=f"run only these stages, in recipe order ({', '.join(STAGES)})")
+    int_help = {
+        "n_clips": "clips in the synthetic corpus (split into pretrain / trainval / test)",
+        "seed": "seed of the corpus and of training",
+        "workers": "worker processes for corpus building and data preparation",
+        "melgen_iters": "MelGen training iterations",
+        "asr_iters": "guidance-ASR training iterations",
+        "judge_iters": "training iterations of the judge (the separate recogniser used only for scoring)",
+        "vocoder_iters": "HiFi-GAN training iterations",
+        "batch_size": "clips sampled together when generating the test split",
+        "vocab_size": "pieces of the SentencePiece tokenizer trained on the corpus transcripts",
+    }
+    for name, text in int_help.items():
+        ap.add_argument(f"--{name}", type=int, default=getattr(d, name), help=text)
+    ap.add_argument("--n_test", type=int, default=None, help="generate at most this many test clips (None: all)")
+    ap.add_argument("--chunk_minutes", type=float, default=d.chunk_minutes,
+                    help="each training run stops (with a checkpoint) after this many minutes and the next resumes")
+    ap.add_argument("--corrupt_fraction", type=float, default=d.corrupt_fraction,
+                    help="fraction of words replaced in the corrupted guidance texts (stand-in for lip-reading errors)")
+    ap.add_argument("--device", default=d.device, help="auto (CUDA when there is a GPU), cpu or cuda")
+    ap.add_argument("--mean_face", type=Path, default=d.mean_face,
+                    help="68-landmark mean face for mouth cropping; the published file is fetched to this path "
+                         f"when it is missing and named {MEAN_FACE_NAME}")
     ap.add_argument("--judge_input", choices=["wav", "mel"], default=d.judge_input,
                     help="the judge reads the vocoded audio, or the generated mel before the vocoder")
     argv = list(sys.argv[1:] if argv is None else argv)

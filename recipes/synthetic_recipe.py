@@ -188,10 +188,32 @@ def stage_corpus(s: RecipeSettings) -> None:
                    "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress", *s.extra], "corpus")
 
 
-def stage_prep(s: RecipeSettings) -> None:
+MEAN_FACE_NAME = "20words_mean_face.npy"  # the published file's name (asset `mean_face`)
+
+
+def ensure_mean_face(s: RecipeSettings) -> Path:
+    """The mean face for mouth cropping: --mean_face when it exists; a missing file under the published
+    name is fetched first (download_checkpoints.py --only mean_face, a small file from GitHub), so the
+    recipe runs from a fresh clone; anything else is one line saying what to do."""
+    if s.mean_face.is_file():
+        return s.mean_face
+    if s.mean_face.name != MEAN_FACE_NAME:
+        raise LipVoicerError(f"{s.mean_face}: mean face not found (--mean_face <file>; or leave it out to fetch the "
+                             f"published {MEAN_FACE_NAME})")
+    log.info("mean face %s not found: fetching it", s.mean_face)
+    try:
+        run_script(s, ["download_checkpoints.py", "--only", "mean_face", "--dest", str(s.mean_face.parent)],
+                   "fetch mean face")
+    except LipVoicerError:
+        pass
     if not s.mean_face.is_file():
-        raise LipVoicerError(f"{s.mean_face}: mean face not found (python download_checkpoints.py --only mean_face, "
-                             "or --mean_face <file>)")
+        raise LipVoicerError(f"{s.mean_face}: mean face not found and could not be fetched (see the lines above; "
+                             f"place the file from docs/checkpoints.md there, or give --mean_face <file>)")
+    return s.mean_face
+
+
+def stage_prep(s: RecipeSettings) -> None:
+    ensure_mean_face(s)
     videos = s.data / "videos"
     for split in ("pretrain", "trainval", "test"):
         run_script(s, ["dataloaders/extract_audio_from_video.py", "--ds_dir", str(videos), "--split", split,
@@ -330,6 +352,7 @@ def stage_evaluate(s: RecipeSettings) -> dict:
                        f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge[1]}",
                        f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}", f"evaluate.device={s.device}",
                        f"evaluate.recognize_from={s.judge_input}",
+                       *([f"generate.n_samples={s.n_test}"] if s.n_test else []),   # the clips generated
                        "evaluate.progress=false"], f"evaluate {way}")
         results[way] = json.loads((out / "metrics_summary.json").read_text())
     write_results(s, results)
@@ -383,6 +406,8 @@ def run_recipe(s: RecipeSettings, stages: list[str] | None = None) -> None:
     if s.size not in MELGEN_SIZES:
         raise LipVoicerError(f"unknown size '{s.size}' (sizes: {', '.join(MELGEN_SIZES)})")
     s.work_dir.mkdir(parents=True, exist_ok=True)
+    if "prep" in stages:
+        ensure_mean_face(s)  # before the corpus is built: a missing file stops the recipe at once
     for name in STAGES:
         if name in stages:
             t0 = time.time()

@@ -83,7 +83,7 @@ def test_test_items(tiny_corpus):
     assert it["mouthroi"].shape == (1, 36, 32, 32)
     assert it["mel"].shape == (80, 144)
     assert it["audio"].shape == (36 * 640,)
-    assert it["text"] == "clip number 5"
+    assert it["text"] == "clip number five"  # digits spelled as words (dataloaders/text.py)
 
 
 def test_bad_inputs(tiny_corpus, tmp_path):
@@ -135,3 +135,86 @@ def test_resumable_sampler_is_a_pure_function_of_position():
     r0, r1 = iter(ResumableSampler(8, 3, 0, 2)), iter(ResumableSampler(8, 3, 1, 2))
     a, b = {next(r0)[0] for _ in range(4)}, {next(r1)[0] for _ in range(4)}
     assert a.isdisjoint(b) and a | b == set(range(8))
+
+
+# ----------------------------------------------------------------------------- issue 14: bad clips
+def _one_clip(tmp_path, name="c", frames=30):
+    root = tmp_path / name
+    make_clip(root, "pretrain/s/a", frames, seed=1)
+    make_clip(root, "test/s/a", frames, seed=1)
+    cfg = _cfg(root, ["dataset.splits.train=[{dir: pretrain}]", "dataset.splits.test=[{dir: test}]"])
+    return root, cfg
+
+
+def _both_raise(cfg, pattern):
+    """The training and the test dataset refuse the clip with the same one-line message."""
+    for ds, key in ((MelGenTrainDataset(cfg), (0, 1)), (MelGenTestDataset(cfg), 0)):
+        with pytest.raises(LipVoicerError, match=pattern) as e:
+            ds[key]
+        assert "\n" not in str(e.value)
+
+
+def test_mouth_crops_of_the_wrong_size_or_type_are_refused(tmp_path):
+    root, cfg = _one_clip(tmp_path)
+    for split in ("pretrain", "test"):
+        np.savez(root / "mouth_rois" / split / "s/a.npz", data=np.zeros((30, 20, 20), np.uint8))
+    _both_raise(cfg, r"/s/a\.npz: mouth crops are 20 x 20, expected 96 x 96 \(video\.mouth_size\)$")
+    for split in ("pretrain", "test"):
+        np.savez(root / "mouth_rois" / split / "s/a.npz", data=np.zeros((30, 96, 96), np.float32))
+    _both_raise(cfg, r"/s/a\.npz: mouth crops are float32, expected uint8$")
+    for split in ("pretrain", "test"):
+        np.savez(root / "mouth_rois" / split / "s/a.npz", data=np.zeros((30, 96), np.uint8))
+    _both_raise(cfg, r"/s/a\.npz: mouth crops must be \(T, H, W\), got \(30, 96\)$")
+
+
+def test_truncated_video_crops_disagree_with_the_audio(tmp_path):
+    """A video cut to 60 % decodes to fewer crop frames than its (complete) audio: refused, clip named."""
+    root, cfg = _one_clip(tmp_path)
+    for split in ("pretrain", "test"):
+        np.savez(root / "mouth_rois" / split / "s/a.npz", data=np.zeros((18, 96, 96), np.uint8))
+    _both_raise(cfg, r"/s/a\.npz: mouth crops have 18 frames but .*/s/a\.wav\.spec covers 30 video frames "
+                     r"\(121 mel frames\); they differ by more than one frame$")
+
+
+def test_garbage_mels_and_crop_files_are_refused(tmp_path):
+    root, cfg = _one_clip(tmp_path)
+    for split in ("pretrain", "test"):
+        torch.save({"not": "a mel"}, root / "audios" / split / "s/a.wav.spec")
+    _both_raise(cfg, r"/s/a\.wav\.spec: not a mel file \(holds a dict, expected a tensor\)$")
+    for split in ("pretrain", "test"):
+        torch.save(torch.full((80, 121), float("nan")), root / "audios" / split / "s/a.wav.spec")
+    _both_raise(cfg, r"/s/a\.wav\.spec: mel holds NaN or infinite values$")
+    for split in ("pretrain", "test"):
+        torch.save(torch.zeros(40, 121), root / "audios" / split / "s/a.wav.spec")
+    _both_raise(cfg, r"/s/a\.wav\.spec: mel has 40 bands, expected 80$")
+    for split in ("pretrain", "test"):
+        (root / "audios" / split / "s/a.wav.spec").write_bytes(b"garbage" * 10)
+    _both_raise(cfg, r"/s/a\.wav\.spec: not a readable mel file \(not a saved tensor\)$")
+    for split in ("pretrain", "test"):
+        (root / "audios" / split / "s/a.wav.spec").write_bytes(b"")
+    _both_raise(cfg, r"/s/a\.wav\.spec: not a readable mel file \(the file is empty or cut short\)$")
+    for split in ("pretrain", "test"):
+        (root / "mouth_rois" / split / "s/a.npz").write_bytes(b"PK\x03\x04 truncated")
+    _both_raise(cfg, r"/s/a\.npz: not a readable mouth-crop file \(")
+
+
+def test_bad_clips_are_replaced_by_the_next_with_the_same_seed(tiny_corpus, tmp_path):
+    """trainers.base.SkipBadClips: the item of a bad clip's key is the next clip's with the same seed."""
+    from trainers.base import CollateSkipping, SkipBadClips
+
+    root = tmp_path / "c"
+    shutil.copytree(tiny_corpus, root)
+    bad = root / "mouth_rois" / "pretrain/spk0/00002.npz"
+    bad.write_bytes(b"not a zip file")
+    ds = MelGenTrainDataset(_cfg(root))
+    wrapped = SkipBadClips(ds)
+    item, reports = wrapped[(1, 7)]
+    assert [(i, r.split(": ")[0]) for i, r in reports] == [(1, str(bad))]
+    assert "not a readable mouth-crop file" in reports[0][1]
+    for k, v in ds[(2, 7)].items():
+        assert torch.equal(item[k], v), k
+    good, none = wrapped[(0, 7)]
+    assert none == []
+    batch, reports = CollateSkipping()([wrapped[(0, 7)], wrapped[(1, 7)]])
+    assert batch["mel"].shape == (2, 80, 100) and [i for i, _ in reports] == [1]
+    assert SkipBadClips(ds, substitute=False)[(1, 7)][0] is None

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,9 @@ def test_identical_audio_scores_perfectly(corpus, tmp_path, caplog):
     assert set(summary["means"]) == {"wer", "cer", "stoi", "estoi", "pesq", "log_mel_l1", "mcd"}
     md = (gen / "metrics.md").read_text()
     assert md.startswith("| metric | value |") and "| clips | 3 |" in md and "| WER (%) | 0.00 |" in md
+    assert "| coverage | 3 of 3 clips (100.0 %) |" in md
+    assert summary["coverage"]["scored"] == 3 and summary["coverage"]["expected"] == 3
+    assert summary["coverage"]["fraction"] == 1.0 and summary["coverage"]["missing"] == []
     assert not list(gen.rglob(".metrics*"))                      # no temporary files left
 
 
@@ -154,7 +158,7 @@ def test_silent_clip_gives_nan_pesq_with_warning(corpus, tmp_path, caplog):
     (gen / "spk2").mkdir(parents=True)
     sf.write(gen / "spk2" / "00001.wav", np.zeros_like(wavs["spk2/00001"]), SR)
     with caplog.at_level(logging.WARNING, logger="pipelines.evaluation"):
-        res = run_evaluation(_cfg(root, gen), recognizer=None)
+        res = run_evaluation(_cfg(root, gen, "evaluate.min_coverage=0"), recognizer=None)   # 1 of 3 clips
     assert math.isnan(res["rows"][0]["pesq"]) and res["means"]["pesq"] is None
     assert any("PESQ" in r.getMessage() for r in caplog.records)
     assert json.loads((gen / "metrics_summary.json").read_text())["means"]["pesq"] is None
@@ -234,6 +238,7 @@ def test_script_prints_table_and_fails_cleanly(corpus, tmp_path):
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| metric | value |" in r.stdout and "| clips | 3 |" in r.stdout and "| STOI |" in r.stdout
+    assert "| coverage | 3 of 3 clips (100.0 %) |" in r.stdout
     assert (gen / "metrics.md").is_file()
     missing = tmp_path / "nowhere"
     r = subprocess.run([sys.executable, "evaluate.py", f"evaluate.generated_dir={missing}",
@@ -275,3 +280,72 @@ def test_recognising_the_generated_mels(corpus, tiny_asr, tmp_path):
     assert [r["hypothesis"] for r in res["rows"]] == [r["hypothesis"] for r in from_wavs["rows"]]
     with pytest.raises(LipVoicerError, match="recognize_from: 'text'"):
         run_evaluation(_cfg(root, gen, "evaluate.recognize_from=text"), recognizer=rec)
+
+
+# ----------------------------------------------------------------------------- coverage (issue 14, item 3)
+def test_partial_generation_is_refused_below_min_coverage(corpus, tmp_path):
+    """Scoring 2 of the 3 clips of the split used to print a table of the 2 without a word."""
+    root, wavs = corpus
+    gen = make_generated(tmp_path / "gen", {k: v for k, v in wavs.items() if k != "spk3/00001"}, with_orphan=False)
+    with pytest.raises(LipVoicerError) as e:
+        run_evaluation(_cfg(root, gen), recognizer=None)
+    msg = str(e.value)
+    assert msg.startswith(f"{gen}: only 2 of 3 clips of the ground-truth wavs in {root / 'audios' / 'test'} can be "
+                          "scored (66.7 %, below evaluate.min_coverage=1); missing e.g. spk3/00001; ")
+    assert "evaluate.min_coverage=0" in msg and "\n" not in msg
+    assert not (gen / "metrics_summary.json").exists()                  # nothing scored, nothing written
+    with pytest.raises(LipVoicerError, match="below evaluate.min_coverage=0.9"):
+        run_evaluation(_cfg(root, gen, "evaluate.min_coverage=0.9"), recognizer=None)
+    res = run_evaluation(_cfg(root, gen, "evaluate.min_coverage=0.5"), recognizer=None)
+    cov = res["coverage"]
+    assert (cov["scored"], cov["expected"], cov["n_missing"], cov["missing"]) == (2, 3, 1, ["spk3/00001"])
+    assert cov["fraction"] == pytest.approx(2 / 3) and cov["min_coverage"] == 0.5
+    assert "| coverage | 2 of 3 clips (66.7 %) |" in res["table"] and res["table"] == (gen / "metrics.md").read_text()
+    assert json.loads((gen / "metrics_summary.json").read_text())["coverage"]["missing"] == ["spk3/00001"]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "all"])
+def test_min_coverage_must_be_a_fraction(corpus, tmp_path, value):
+    root, wavs = corpus
+    gen = make_generated(tmp_path / "gen", wavs, with_orphan=False)
+    with pytest.raises(LipVoicerError) as e:
+        run_evaluation(_cfg(root, gen, f"evaluate.min_coverage={value}"), recognizer=None)
+    assert str(e.value).startswith(f"evaluate.min_coverage={value}: must be a fraction between 0 and 1")
+
+
+def test_coverage_counts_the_split_videos_and_n_samples(corpus, tmp_path):
+    """With the split's videos present, the clips of the split are the videos (as inference_full_test_split.py
+    lists them), the first generate.n_samples of them when set."""
+    root, wavs = corpus
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    for vid in [*TEXTS, "spk4/00001"]:                      # a 4th clip without any generated wav
+        (data / "videos" / "test" / f"{vid}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (data / "videos" / "test" / f"{vid}.mp4").write_bytes(b"")
+    gen = make_generated(tmp_path / "gen", wavs, with_orphan=False)
+    with pytest.raises(LipVoicerError) as e:
+        run_evaluation(_cfg(data, gen), recognizer=None)
+    assert "only 3 of 4 clips of the split 'test' of lrs3 (its videos)" in str(e.value).lower()
+    assert "missing e.g. spk4/00001" in str(e.value)
+    res = run_evaluation(_cfg(data, gen, "generate.n_samples=3"), recognizer=None)
+    assert res["coverage"]["expected"] == 3 and res["coverage"]["fraction"] == 1.0
+
+
+def test_script_refuses_partial_coverage_in_one_line(corpus, tmp_path, capsys):
+    import runpy
+
+    root, wavs = corpus
+    gen = make_generated(tmp_path / "gen", {"spk2/00001": wavs["spk2/00001"]}, with_orphan=False)
+    argv = ["evaluate.py", f"evaluate.generated_dir={gen}", f"dataset.root={root}", "evaluate.recognizer=none",
+            "evaluate.progress=false", f"hydra.run.dir={tmp_path / 'h'}"]
+    old = sys.argv
+    try:
+        sys.argv = argv
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(REPO_ROOT / "evaluate.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    assert e.value.code == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err[-1].startswith(f"error: {gen}: only 1 of 3 clips of the ground-truth wavs in ")
+    assert "evaluate.min_coverage=0" in err[-1]

@@ -182,3 +182,14 @@ def test_build_sampler(tiny):
             build_sampler({**gen, **bad}, sch)
         msg = str(e.value)
         assert "\n" not in msg and word in msg and "generate." in msg
+
+
+def test_ddim_noise_per_clip(tiny):
+    """ddim with eta > 0 draws its step noise per clip from `generators` (issue 14, item 10)."""
+    cfg, model, sch = tiny
+    m, f = _clip(cfg, 4, 6)
+    s = Sampler(sch, "ddim", 2.0, 0.0, 20, steps=6, eta=1.0)
+    a = s.sample(model, m, f, generators=[torch.Generator().manual_seed(3)])
+    b = s.sample(model, m, f, generator=torch.Generator().manual_seed(3))
+    c = s.sample(model, m, f, generators=[torch.Generator().manual_seed(4)])
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -236,3 +236,59 @@ def test_lip_reader_supplies_the_text_when_none_is_given(setup, tmp_path):
     assert report["text_source"] == "lip reader"
     assert (out / f"{video.stem}.txt").read_text().strip() == report["text"]
     assert report["text"] == report["text"].lower()
+
+
+# ----------------------------------------------------------------------------- truncated / unbounded input
+def _face_video(video: Path, path: Path, n_frames: int, fmt: str = "mp4") -> Path:
+    """The test clip looped to n_frames, written as a faststart mp4 or a raw H.264 stream."""
+    from dataloaders.video_io import read_video
+    from tests.test_video_input import encode, loop_frames
+
+    frames, _ = read_video(video)
+    return encode(path, loop_frames(frames, n_frames), fmt=fmt)
+
+
+def test_truncated_video_is_refused(setup, tmp_path, capsys):
+    from tests.test_video_input import truncate
+
+    _, assets, video = setup
+    cut = truncate(_face_video(video, tmp_path / "cut.mp4", 194), 0.6)
+    msg = _expect_error(_cfg(assets, cut, tmp_path / "o", "generate.progress=true"),
+                        f"{cut}: truncated video: header says 7.76 s, only ")
+    assert msg.endswith(" s decode"), msg
+    err = capsys.readouterr().err
+    assert "decode: " in err and "frame/s" in err and "face detection" not in err  # stopped before detection
+    _nothing_written(tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_truncated_video_script_says_one_line(setup, tmp_path):
+    from tests.test_video_input import truncate
+
+    _, assets, video = setup
+    cut = truncate(_face_video(video, tmp_path / "cut.mp4", 194), 0.6)
+    with_bars = [o for o in generation_overrides(assets) if o != "generate.progress=false"] + ["generate.progress=true"]
+    res = _run([f"generate.video_path={cut}", f"generate.save_dir={tmp_path / 'o'}", f"generate.text={TEXT}",
+                *with_bars], cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {cut}: truncated video: header says 7.76 s, only ") and last.endswith(" s decode"), last
+    assert "decode: " in res.stderr and "frame/s" in res.stderr  # the decoding bar, ended before the error line
+    assert "Traceback" not in res.stderr
+    _nothing_written(tmp_path / "o")
+
+
+def test_raw_stream_past_max_seconds_stops_before_face_detection(setup, tmp_path, monkeypatch):
+    import dataloaders.prep.mouthcrops as mouthcrops
+
+    _, assets, video = setup
+    raw = _face_video(video, tmp_path / "long.h264", 193, fmt="h264")
+
+    def no_detection(*a, **k):
+        raise AssertionError("face detection ran on a video past generate.max_seconds")
+
+    monkeypatch.setattr(mouthcrops, "_detector", no_detection)
+    msg = _expect_error(_cfg(assets, raw, tmp_path / "o", "generate.max_seconds=3"), f"{raw}: video is longer than 3 s",
+                        "decoding stopped at frame 76, 3.04 s", "the limit is 3 s", "generate.max_seconds")
+    assert "its header gives no duration" in msg
+    _nothing_written(tmp_path / "o")

@@ -2,6 +2,8 @@
 learning, torchrun, errors. Tiny generator and discriminators on CPU."""
 from __future__ import annotations
 
+import logging
+import shutil
 import subprocess
 import sys
 
@@ -210,3 +212,53 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
     g = torch.load(d / "g_00000002", weights_only=False)["generator"]
     assert not any(k.startswith("module.") for k in g)
     load_hifigan(d / "g_00000002", compose_cfg(args[:-1]).vocoder)
+
+
+# ----------------------------------------------------------------------------- issue 14
+def test_an_unreadable_wav_is_skipped_and_resume_stays_exact(tiny_corpus, tmp_path, caplog):
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for w in ("pretrain/spk0/00001", "pretrain/spk0/00002", "trainval/spk1/00001"):
+        shutil.copy(tiny_corpus / "audios" / f"{w}.wav", wavs / f"{w.replace('/', '_')}.wav")
+    bad = wavs / "broken.wav"
+    bad.write_bytes(b"RIFF but not really a wav file")
+    extra = [f"vocoder_train.wav_dir={wavs}", "vocoder_train.max_bad_fraction=0.5", "vocoder_train.iters_per_ckpt=2"]
+    cfg = compose_cfg(tiny_overrides(tmp_path, tmp_path / "a", extra + ["vocoder_train.n_iters=2"]))
+    with caplog.at_level(logging.WARNING):
+        straight = train(cfg)   # 2 iterations x 2 segments: one epoch of the 4 files
+    named = [r.getMessage() for r in caplog.records if str(bad) in r.getMessage()]
+    assert len(named) == 1 and f"vocoder_train.max_bad_fraction=0.5 allows 2): {bad}: not a readable audio file" \
+        in named[0], named
+    assert _scalars(experiment_dir(cfg), "data/skipped_clips")[-1] == 1.0
+    for n in (1, 2):
+        resumed = train(compose_cfg(tiny_overrides(tmp_path, tmp_path / "b", extra + [f"vocoder_train.n_iters={n}"])))
+    a = torch.load(straight, weights_only=False)["generator"]
+    b = torch.load(resumed, weights_only=False)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(LipVoicerError, match=rf"^1 of 4 training clips are bad, more than vocoder_train\."
+                                             rf"max_bad_fraction=0\.05 allows \(0\); the first: {bad}: "):
+        train(compose_cfg(tiny_overrides(tmp_path, tmp_path / "c", [f"vocoder_train.wav_dir={wavs}",
+                                                                      "vocoder_train.n_iters=2"])))
+
+
+def test_unreadable_newest_pair_falls_back_and_temporaries_go(tiny_corpus, tmp_path, caplog):
+    def cfg(n):
+        return compose_cfg(tiny_overrides(tiny_corpus, tmp_path, [f"vocoder_train.n_iters={n}",
+                                                                  "vocoder_train.iters_per_ckpt=1"]))
+
+    train(cfg(2))
+    d = experiment_dir(cfg(2))
+    stale = d / ".do_00000003.x1y2z3w4.tmp"
+    stale.write_bytes(b"half")
+    bad = d / "do_00000002"
+    bad.write_bytes(bad.read_bytes()[:2000])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        last = train(cfg(3))
+    messages = [r.getMessage() for r in caplog.records]
+    assert not stale.exists()
+    warn = [m for m in messages if m.startswith(f"{bad}: not a readable PyTorch checkpoint")]
+    assert len(warn) == 1 and warn[0].endswith("; resuming from the newest readable checkpoint before it instead")
+    assert any(m.startswith(f"resumed from {d / 'g_00000001'} and {d / 'do_00000001'} (iteration 1)")
+               for m in messages), messages
+    assert last == d / "g_00000003"

@@ -26,7 +26,7 @@ from dataloaders.tokenizer import BPETokenizer
 from models.asr.decoding import greedy_decode
 from models.asr.model import asr_state_dict, build_asr, count_parameters, ctc_loss, save_asr_checkpoint
 from models.diffusion.schedule import DiffusionSchedule
-from trainers.base import Trainer
+from trainers.base import CollateSkipping, SkipBadClips, Trainer
 from utils.checkpoint import load_state_dict_strict, read_checkpoint
 from utils.errors import LipVoicerError
 
@@ -106,8 +106,26 @@ def _eval_loader(cfg, tokenizer) -> DataLoader | None:
     ds = ASRDataset(cfg, split, tokenizer, int(t["max_frames"]), int(t["eval_max_clips"]), int(cfg["seed"]),
                     substitute=False)
     # a private generator: evaluating must not draw from the global RNG (training stays reproducible)
-    return DataLoader(ds, batch_size=int(t["batch_size_per_gpu"]), shuffle=False, num_workers=0,
-                      collate_fn=collate_asr, generator=torch.Generator().manual_seed(int(cfg["seed"])))
+    return HeldOutBatches(DataLoader(SkipBadClips(ds, substitute=False), batch_size=int(t["batch_size_per_gpu"]),
+                                     shuffle=False, num_workers=0, collate_fn=CollateSkipping(collate_asr),
+                                     generator=torch.Generator().manual_seed(int(cfg["seed"]))))
+
+
+class HeldOutBatches:
+    """The held-out batches; a bad clip is left out and logged once with its reason."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.reported: set[int] = set()
+
+    def __iter__(self):
+        for batch, reports in self.loader:
+            for index, reason in reports:
+                if index not in self.reported:
+                    self.reported.add(index)
+                    log.warning("held-out clip left out of the WER: %s", reason)
+            if batch is not None:
+                yield batch
 
 
 class ASRTrainer(Trainer):
@@ -126,7 +144,9 @@ class ASRTrainer(Trainer):
             raise LipVoicerError(f"asr.train.eval_t={list(t['eval_t'])}: every step must be in "
                                  f"0..diffusion.T-1={T - 1}")
         self.tokenizer = load_tokenizer(cfg)
-        self.dataset = ASRDataset(cfg, "train", self.tokenizer, int(t["max_frames"]), seed=int(cfg["seed"]))
+        # substitute=False: trainers/base.py (SkipBadClips) replaces unusable clips and reports bad ones
+        self.dataset = ASRDataset(cfg, "train", self.tokenizer, int(t["max_frames"]), seed=int(cfg["seed"]),
+                                  substitute=False)
         self.collate_fn = collate_asr
         self.batches_per_iter = max(1, int(t["accumulated_steps"]))
         self.model = build_asr(cfg["asr"]).to(self.info.device)

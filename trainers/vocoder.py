@@ -26,7 +26,9 @@ it, `vocoder.checkpoint=<path>` makes the inference scripts use it) and
 `do_<iter:08d>` = discriminators, both optimizers and schedulers, the iteration, every
 rank's RNG state and the data sampler's position. `ckpt_iter: max` resumes from the
 newest iteration that has both files and continues exactly (same weights as an
-uninterrupted run). TensorBoard logs go to `<save_dir>/exp/vocoder/<name>/tensorboard`.
+uninterrupted run); a pair with an unreadable file is skipped with a warning naming it.
+TensorBoard logs go to `<save_dir>/exp/vocoder/<name>/tensorboard`. An unreadable `.wav`
+is skipped (logged once, counted as data/skipped_clips; trainers/base.py).
 """
 from __future__ import annotations
 
@@ -127,6 +129,9 @@ class VocoderTrainer(Trainer):
     def checkpoint_files(self, iteration):
         return generator_path(self.ckpt_dir, iteration), state_path(self.ckpt_dir, iteration)
 
+    def is_checkpoint_name(self, name):
+        return bool(_G_RE.match(name) or _DO_RE.match(name))
+
     def build(self) -> None:
         cfg, v, dev = self.cfg, self.t, self.info.device
         self.model = self.generator = HiFiGANGenerator(cfg["vocoder"]).to(dev)
@@ -153,11 +158,9 @@ class VocoderTrainer(Trainer):
             if self.info.is_main:
                 log.info("generator initialised from %s", src)
 
-    def load_checkpoint(self, iteration, files) -> int:
-        g_file, do_file = files
-        load_state_dict_strict(self.generator, generator_state_dict(read_checkpoint(g_file), str(g_file)),
-                               what=str(g_file))
-        state = read_checkpoint(do_file)
+    def load_checkpoint(self, iteration, files, ckpts) -> int:
+        (g_file, do_file), (g_ckpt, state) = files, ckpts
+        load_state_dict_strict(self.generator, generator_state_dict(g_ckpt, str(g_file)), what=str(g_file))
         for key in _STATE_KEYS:
             if key not in state:
                 raise LipVoicerError(f"{do_file}: not a vocoder training state (no '{key}' entry)")

@@ -11,8 +11,18 @@ from utils.files import atomic_write
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save under a temporary name in the same folder (synced to disk), then renamed over `path`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
+    """torch.save under a temporary name in the same folder (synced to disk), then renamed over `path`.
+
+    The file is written through a Python file object, so a full disk raises OSError(ENOSPC) (torch's own
+    writer reports only `unexpected pos ...`); atomic_write turns it into one line naming `path`, and the
+    file that was under `path` before (the previous checkpoint) stays as it was."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
 
 
 def read_checkpoint(path: str | os.PathLike, fetch_hint: str | None = None) -> dict:

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dataloaders.video_io import frame_bar
 from utils.errors import LipVoicerError
+from utils.native_output import native_stderr_silenced
 
 IBUG_INSTALL = (
     "the retinaface_fan detector needs the ibug packages, which are not on PyPI: "
@@ -69,8 +71,13 @@ class MediaPipeDetector:
                     self._mp = mp.solutions.face_detection
                 except (ImportError, AttributeError) as e:
                     raise LipVoicerError(f"{MEDIAPIPE_INSTALL} ({e})") from None
-            self._models[selection] = self._mp.FaceDetection(model_selection=selection,
-                                                             min_detection_confidence=self.min_confidence)
+            # MediaPipe's C++ start-up lines (XNNPACK delegate, absl, feedback manager) come with the first
+            # frame whatever the env says: run that frame with stderr silenced (utils/native_output.py)
+            with native_stderr_silenced():
+                model = self._mp.FaceDetection(model_selection=selection,
+                                               min_detection_confidence=self.min_confidence)
+                model.process(np.zeros((64, 64, 3), dtype=np.uint8))
+            self._models[selection] = model
         return self._models[selection]
 
     def detect_image(self, rgb: np.ndarray, selection: int = FULL_RANGE) -> list[Face]:
@@ -86,14 +93,18 @@ class MediaPipeDetector:
             faces.append(Face(box=box, score=float(det.score[0]) if det.score else 0.0, keypoints=kps))
         return faces
 
-    def detect_video(self, frames) -> list[np.ndarray | None]:
-        """(4, 2) keypoints of the largest face per frame (None without a face)."""
+    def detect_video(self, frames, progress=False) -> list[np.ndarray | None]:
+        """(4, 2) keypoints of the largest face per frame (None without a face).
+        progress: a bar over the frames (dataloaders.video_io.frame_bar), one per model tried."""
         out = []
         for selection in (self.FULL_RANGE, self.SHORT_RANGE):
             out = []
-            for frame in frames:
-                face = largest(self.detect_image(frame, selection))
-                out.append(None if face is None else face.keypoints)
+            desc = "face detection" if selection == self.FULL_RANGE else "face detection (short range)"
+            with frame_bar(len(frames), desc, progress) as bar:
+                for frame in frames:
+                    face = largest(self.detect_image(frame, selection))
+                    out.append(None if face is None else face.keypoints)
+                    bar.update(1)
             if any(k is not None for k in out):
                 return out
         return out
@@ -129,11 +140,13 @@ class RetinaFaceFANDetector:
         return [Face(box=np.asarray(b[:4], dtype=np.float64), score=float(b[4]),
                      keypoints=np.asarray(p, dtype=np.float64)) for b, p in zip(boxes, points)]
 
-    def detect_video(self, frames) -> list[np.ndarray | None]:
+    def detect_video(self, frames, progress=False) -> list[np.ndarray | None]:
         out = []
-        for frame in frames:
-            face = largest(self.detect_image(frame))
-            out.append(None if face is None else face.keypoints)
+        with frame_bar(len(frames), "face detection", progress) as bar:
+            for frame in frames:
+                face = largest(self.detect_image(frame))
+                out.append(None if face is None else face.keypoints)
+                bar.update(1)
         return out
 
     def close(self) -> None:

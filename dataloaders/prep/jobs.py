@@ -3,7 +3,8 @@
 A job takes every `.mp4` of one split (or of all splits) of a videos folder and writes one
 output file per video at the same relative path under an output folder. Files already
 done are skipped unless prep.overwrite is set; each video goes through a worker
-`worker(src, dst, prep) -> error line | None`, in a process pool when prep.num_workers > 1.
+`worker(src, dst, prep) -> error line | None`, in a process pool when prep.num_workers > 1
+(`auto`: min(4, usable cores)); the workers end when the job's process dies (even by SIGKILL).
 Failures are logged and counted, and the job goes on with the others.
 """
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from utils.config import compose_config
 from utils.errors import LipVoicerError
+from utils.processes import die_with_parent, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +80,26 @@ def run_batch(jobs: list[tuple[str, str]], worker, extra, num_workers: int, desc
               progress: bool = True) -> int:
     """Run worker(src, dst, extra) over jobs in a process pool; logs failures, returns their count."""
     failed = 0
-    bar = tqdm(total=len(jobs), desc=desc, unit="file", dynamic_ncols=True, disable=not progress)
-    if num_workers > 1 and len(jobs) > 1:
-        # "spawn": a forked child of a process that has already run MediaPipe (its graph threads)
-        # can crash; fresh interpreters cannot.
-        with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for err in pool.map(worker, [j[0] for j in jobs], [j[1] for j in jobs], [extra] * len(jobs)):
+    # log lines (a failed file) are printed above the bar, not glued to it
+    with logging_redirect_tqdm(), tqdm(total=len(jobs), desc=desc, unit="file", dynamic_ncols=True,
+                                       disable=not progress) as bar:
+        if num_workers > 1 and len(jobs) > 1:
+            # "spawn": a forked child of a process that has already run MediaPipe (its graph threads)
+            # can crash; fresh interpreters cannot. die_with_parent: a killed job leaves no workers behind.
+            with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+                for err in pool.map(worker, [j[0] for j in jobs], [j[1] for j in jobs], [extra] * len(jobs)):
+                    bar.update(1)
+                    if err:
+                        failed += 1
+                        log.error(err)
+        else:
+            for src, dst in jobs:
+                err = worker(src, dst, extra)
                 bar.update(1)
                 if err:
                     failed += 1
                     log.error(err)
-    else:
-        for src, dst in jobs:
-            err = worker(src, dst, extra)
-            bar.update(1)
-            if err:
-                failed += 1
-                log.error(err)
-    bar.close()
     return failed
 
 
@@ -101,7 +107,8 @@ def run_video_job(ds_dir, out_dir, split: str | None, prep: dict, suffix: str, w
                   desc: str) -> tuple[int, int, int]:
     """(written, skipped, failed): worker over the videos of ds_dir not yet done under out_dir."""
     jobs, n_videos = plan_jobs(ds_dir, out_dir, split, suffix, bool(prep.get("overwrite")))
-    failed = run_batch(jobs, worker, prep, int(prep.get("num_workers", 1)), desc, bool(prep.get("progress", True)))
+    workers = resolve_workers(prep.get("num_workers", "auto"), "prep.num_workers")
+    failed = run_batch(jobs, worker, prep, workers, desc, bool(prep.get("progress", True)))
     return len(jobs) - failed, n_videos - len(jobs), failed
 
 
@@ -112,7 +119,7 @@ def parse_args(argv, description: str, default_out: str):
     ap.add_argument("--ds_dir", help="videos directory (or dataset root holding videos/); default dataset.videos_dir")
     ap.add_argument("--split", help="split sub-directory (e.g. pretrain, trainval, test, main); default: all")
     ap.add_argument("--out_dir", help=f"output root; default {default_out}")
-    ap.add_argument("--workers", type=int, help="worker processes (prep.num_workers)")
+    ap.add_argument("--workers", help="worker processes (prep.num_workers; auto = min(4, usable cores))")
     args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if "=" not in o]
     if bad:

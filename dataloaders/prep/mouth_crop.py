@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dataloaders.video_io import frame_bar
 from utils.errors import LipVoicerError
 
 STABLE_68 = (28, 33, 36, 39, 42, 45, 48, 54)
@@ -177,11 +178,12 @@ def warp_patch(grey: np.ndarray, m: np.ndarray, x0: int, y0: int, size: int,
 
 def crop_mouths(frames: np.ndarray | Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None],
                 mean_face: np.ndarray, crop_size: int = 96, window: int = 12,
-                warp_size: int = WARP_SIZE, source: str = "clip") -> np.ndarray:
+                warp_size: int = WARP_SIZE, source: str = "clip", progress=False) -> np.ndarray:
     """(T, crop_size, crop_size) uint8 greyscale mouth crops.
 
     frames: T RGB (H, W, 3) or greyscale (H, W) uint8 images; landmarks: T arrays of
     (68, 2) or (4, 2) pixel coordinates (x, y), or None for frames without a face.
+    progress: a bar over the frames (dataloaders.video_io.frame_bar).
     """
     cv2 = _cv2()
     if len(frames) != len(landmarks):
@@ -198,13 +200,15 @@ def crop_mouths(frames: np.ndarray | Sequence[np.ndarray], landmarks: Sequence[n
     stable, mouth = _stable_and_mouth(n_points)
     smoothed = smooth_landmarks(lms, window)
     out = np.empty((len(frames), crop_size, crop_size), dtype=np.uint8)
-    for i, (frame, lm) in enumerate(zip(frames, smoothed)):
-        grey = _to_grey(np.asarray(frame))
-        m, _ = cv2.estimateAffinePartial2D(lm[stable], target, method=cv2.LMEDS)
-        if m is None:
-            raise LipVoicerError(f"{source}: frame {i}: cannot fit a similarity transform to the landmarks")
-        centre = (lm @ m[:, :2].T + m[:, 2])[mouth].mean(axis=0)
-        half = crop_size // 2
-        x0, y0 = int(round(float(centre[0]) - half)), int(round(float(centre[1]) - half))
-        out[i] = warp_patch(grey, m, x0, y0, crop_size, warp_size)
+    with frame_bar(len(frames), "mouth cropping", progress) as bar:
+        for i, (frame, lm) in enumerate(zip(frames, smoothed)):
+            grey = _to_grey(np.asarray(frame))
+            m, _ = cv2.estimateAffinePartial2D(lm[stable], target, method=cv2.LMEDS)
+            if m is None:
+                raise LipVoicerError(f"{source}: frame {i}: cannot fit a similarity transform to the landmarks")
+            centre = (lm @ m[:, :2].T + m[:, 2])[mouth].mean(axis=0)
+            half = crop_size // 2
+            x0, y0 = int(round(float(centre[0]) - half)), int(round(float(centre[1]) - half))
+            out[i] = warp_patch(grey, m, x0, y0, crop_size, warp_size)
+            bar.update(1)
     return out

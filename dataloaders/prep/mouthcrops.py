@@ -15,6 +15,7 @@ cfg: the project config, its `prep` part, or a dict with the same keys.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from dataloaders.prep.mouth_crop import crop_mouths, load_mean_face
 from dataloaders.video_io import read_video_at_fps
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
+from utils.processes import resolve_workers
 
 
 def _get(cfg, key, default):
@@ -34,11 +36,15 @@ def _get(cfg, key, default):
     return default if value is None else value
 
 
-def video_frames(path: str | Path, cfg=None) -> np.ndarray:
-    """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds."""
+def video_frames(path: str | Path, cfg=None, *, max_seconds: float | None = None,
+                 limit_name: str = "generate.max_seconds", progress=False) -> np.ndarray:
+    """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds,
+    truncated files, and (with max_seconds) clips longer than that: decoding stops at the limit
+    and the error names the setting `limit_name`. progress: a bar over the decoded frames
+    (False, True, or tqdm options: dataloaders.video_io.frame_bar)."""
     fps = float(_get(cfg or {}, "fps", 25))
     min_seconds = float(_get(cfg or {}, "min_seconds", 1.0))
-    frames = read_video_at_fps(path, fps)
+    frames = read_video_at_fps(path, fps, max_seconds=max_seconds, limit_name=limit_name, progress=progress)
     if len(frames) < int(round(min_seconds * fps)):
         raise LipVoicerError(f"{path}: clip is {len(frames) / fps:.2f} s long; at least {min_seconds:g} s "
                              f"({int(round(min_seconds * fps))} frames at {fps:g} fps) is needed")
@@ -64,23 +70,26 @@ def _mean_face(cfg):
     return _STATE[key]
 
 
-def mouth_crops_from_frames(frames: np.ndarray, cfg, source: str = "clip") -> np.ndarray:
-    """(T, crop, crop) uint8 mouth crops of RGB frames already at 25 fps."""
-    landmarks = _detector(cfg).detect_video(frames)
+def mouth_crops_from_frames(frames: np.ndarray, cfg, source: str = "clip", progress=False) -> np.ndarray:
+    """(T, crop, crop) uint8 mouth crops of RGB frames already at 25 fps (progress: bars over the
+    frames for face detection and for cropping)."""
+    landmarks = _detector(cfg).detect_video(frames, progress=progress)
     if all(lm is None for lm in landmarks):
         raise LipVoicerError(f"{source}: no face detected in any frame")
     return crop_mouths(frames, landmarks, _mean_face(cfg), crop_size=int(_get(cfg, "crop_size", 96)),
                        window=int(_get(cfg, "smoothing_window", 12)), warp_size=int(_get(cfg, "warp_size", 256)),
-                       source=source)
+                       source=source, progress=progress)
 
 
-def mouth_crops_from_video(path: str | Path, cfg) -> np.ndarray:
+def mouth_crops_from_video(path: str | Path, cfg, progress=False) -> np.ndarray:
     """(T, 96, 96) uint8 greyscale mouth crops of a video, T = frames at 25 fps.
 
     cfg: the project config (or its `prep` part, or a dict with the same keys).
-    Raises LipVoicerError naming the file and the reason when the video cannot be used.
+    Raises LipVoicerError naming the file and the reason when the video cannot be used
+    (truncated files included). progress: bars for decoding, detection and cropping.
     """
-    return mouth_crops_from_frames(video_frames(path, cfg), cfg, source=str(path))
+    return mouth_crops_from_frames(video_frames(path, cfg, progress=progress), cfg, source=str(path),
+                                   progress=progress)
 
 
 def save_npz(path: Path, data: np.ndarray) -> None:
@@ -92,13 +101,27 @@ def save_npz(path: Path, data: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+# per-frame bars under a batch job's per-file bar: shown only for a stage lasting over 2 s, and
+# removed when it ends, so that short clips add nothing to the output
+PER_VIDEO_BAR = {"leave": False, "delay": 2.0}
+
+
+def _per_video_bars(prep):
+    """Per-frame bars in a batch job only on a terminal and when one process does the work (bars
+    of parallel workers would interleave; in a log file they would add a line per update)."""
+    if (bool(prep.get("progress", True)) and sys.stderr.isatty()
+            and resolve_workers(prep.get("num_workers", "auto"), "prep.num_workers") <= 1):
+        return PER_VIDEO_BAR
+    return False
+
+
 def crop_one(video: str, out: str, cfg) -> str | None:
     """Write the .npz of one video; returns an error line or None."""
     try:
         import cv2  # noqa: PLC0415 - OpenCV is loaded by mouth_crop.py only when cropping; here only to pin its threads
 
         cv2.setNumThreads(1)
-        save_npz(Path(out), mouth_crops_from_video(video, cfg))
+        save_npz(Path(out), mouth_crops_from_video(video, cfg, progress=_per_video_bars(cfg)))
         return None
     except LipVoicerError as e:
         return str(e)

@@ -21,6 +21,8 @@ Every size comes from the `asr` config group (configs/asr/default.yaml).
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.asr.ctc_tensor import ctc_nll
 from utils.checkpoint import atomic_torch_save, load_state_dict_strict, read_checkpoint, strip_ddp_prefix
 from utils.errors import LipVoicerError
 
@@ -124,6 +127,15 @@ def relative_positions(length: int, dim: int, device=None) -> torch.Tensor:
     return enc
 
 
+@functools.lru_cache(maxsize=64)
+def _relative_tables(length: int, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relative position encodings (2 length - 1, dim), gather index (length, length)) of one length,
+    made once per length and device instead of in every block of every sampling step: row i of the
+    index holds column (length - 1) - i + j, where the encoding of distance i - j sits."""
+    ar = torch.arange(length, device=device)
+    return relative_positions(length, dim, device), (length - 1) - ar[:, None] + ar[None, :]
+
+
 class RelPosSelfAttention(nn.Module):
     """Multi-head self-attention with relative sinusoidal position scores (no content/position biases).
 
@@ -159,12 +171,11 @@ class RelPosSelfAttention(nn.Module):
         if t > self.max_pos_encoding:
             raise LipVoicerError(f"ASR input too long: {t} frames at this stage (at most {self.max_pos_encoding})")
         q, k, v = self._heads(self.query_layer(x)), self._heads(self.key_layer(x)), self._heads(self.value_layer(x))
-        e = self.pos_layer(relative_positions(t, self.dim, x.device).to(x.dtype))  # (2t-1, D)
+        enc, idx = _relative_tables(t, self.dim, x.device)
+        e = self.pos_layer(enc.to(x.dtype))                                          # (2t-1, D)
         e = e.reshape(2 * t - 1, self.num_heads, self.head_dim).transpose(0, 1)    # (H, 2t-1, d)
         scores_k = q @ k.transpose(2, 3)
         qe = q @ e.transpose(1, 2)                                                   # (B, H, t, 2t-1)
-        # column (t-1) - i + j of row i holds the encoding of distance i - j
-        idx = (t - 1) - torch.arange(t, device=x.device)[:, None] + torch.arange(t, device=x.device)[None, :]
         scores_e = torch.gather(qe, 3, idx.expand(b, self.num_heads, t, t))
         scores = (scores_k + scores_e) / self.head_dim ** 0.5
         if mask is not None:
@@ -381,12 +392,14 @@ def ctc_loss_grad(model: nn.Module, mel: torch.Tensor, lengths: torch.Tensor, di
     The gradient is that of the *sum* of the per-clip losses, so each clip's gradient is
     exactly its gradient alone (clips do not interact in eval mode). For one clip it
     equals the gradient of `ctc_loss` (the reference's batch mean). Model parameters get
-    no gradients.
+    no gradients. The loss is the tensor-operation CTC of models/asr/ctc_tensor.py (equal to
+    F.ctc_loss with zero_infinity, but with no host synchronisation).
     """
     with torch.enable_grad():
         x = mel.detach().requires_grad_(True)
         logits, out_lengths = model(x, lengths, diffusion_steps)
-        per_clip = ctc_loss_per_clip(logits, out_lengths, tokens.to(x.device), token_lengths.to(x.device))
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        per_clip = ctc_nll(log_probs, out_lengths, tokens.to(x.device), token_lengths.to(x.device))
         (grad,) = torch.autograd.grad(per_clip.sum(), x)
     return per_clip.detach(), grad
 

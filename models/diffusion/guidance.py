@@ -17,14 +17,19 @@ one-by-one sampling).
 
 bf16=True runs the condition projections, MelGen's denoiser and the ASR's forward and
 backward under torch.autocast(bfloat16) and hands back float32; the guidance arithmetic
-stays float32.
+stays float32. MelGen then runs as a bfloat16 copy of its weights, made once
+(`bf16_weights`), so autocast has no weight to re-cast in each call; `asr_guidance(...,
+bf16=True)` does the same for the ASR.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import weakref
 from typing import Callable
 
 import torch
+from torch import nn
 
 from models.asr.model import ctc_loss_grad
 
@@ -39,8 +44,29 @@ def bf16_autocast(device: torch.device | str, enabled: bool = True):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def asr_guidance(asr, tokens: torch.Tensor, token_lengths: torch.Tensor) -> GradFn:
-    """The ASR's CTC-loss gradient w.r.t. the noisy mel, against fixed target tokens (one text per clip)."""
+_BF16_COPIES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def bf16_weights(module: nn.Module) -> nn.Module:
+    """A bfloat16 copy of an inference module, made once and kept while the module lives.
+
+    Under autocast, float32 weights are cast to bfloat16 in every call (weights without
+    gradients never hit autocast's cast cache): hundreds of extra kernels per MelGen or ASR
+    pass. With bf16 weights there is nothing left to cast. A copy on another device than the
+    module is remade; changing the module's weights makes it stale (inference only)."""
+    copy_ = _BF16_COPIES.get(module)
+    device = next(module.parameters()).device
+    if copy_ is None or next(copy_.parameters()).device != device:
+        copy_ = copy.deepcopy(module).to(torch.bfloat16).requires_grad_(False)
+        _BF16_COPIES[module] = copy_
+    return copy_
+
+
+def asr_guidance(asr, tokens: torch.Tensor, token_lengths: torch.Tensor, bf16: bool = False) -> GradFn:
+    """The ASR's CTC-loss gradient w.r.t. the noisy mel, against fixed target tokens (one text per clip).
+    bf16=True runs a bfloat16 copy of the ASR (call it under autocast; the loss stays float32)."""
+    if bf16:
+        asr = bf16_weights(asr)
 
     def grad_fn(x, lengths, steps):
         return ctc_loss_grad(asr, x, lengths, steps, tokens, token_lengths)[1]
@@ -63,7 +89,8 @@ class Guidance:
     def __init__(self, melgen, alpha_bars: torch.Tensor, mouthroi: torch.Tensor, face_image: torch.Tensor, *,
                  lengths: torch.Tensor | None = None, w_video: float = 2.0, w_asr: float = 0.0,
                  asr_start: int = 270, grad_fn: GradFn | None = None, bf16: bool = False):
-        self.melgen = melgen
+        self.melgen = bf16_weights(melgen) if bf16 else melgen
+        melgen = self.melgen
         self.w_video, self.w_asr, self.asr_start = float(w_video), float(w_asr), int(asr_start)
         self.grad_fn = grad_fn
         self.bf16 = bool(bf16)
@@ -85,28 +112,40 @@ class Guidance:
         """Whether the ASR term is part of eps at step t (the samplers' multistep history restarts where it switches)."""
         return self.grad_fn is not None and self.w_asr > 0 and t <= self.asr_start
 
+    @staticmethod
+    def _steps(t: int | torch.Tensor, n: int, device) -> torch.Tensor:
+        """(n, 1) float diffusion steps; t a Python int or a 0-dim device tensor (no host read)."""
+        if isinstance(t, torch.Tensor):
+            return t.to(device=device, dtype=torch.float32).reshape(1, 1).repeat(n, 1)
+        return torch.full((n, 1), float(t), device=device)
+
     @torch.no_grad()
-    def video_guided(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def video_guided(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """The classifier-free part: (1 + w) eps_cond - w eps_uncond (eps_cond alone when w = 0)."""
         b = x.shape[0]
         xx = torch.cat((x, x), dim=0) if self.w_video != 0 else x
-        steps = torch.full((xx.shape[0], 1), float(t), device=x.device)
+        steps = self._steps(t, xx.shape[0], x.device)
         with bf16_autocast(x.device, self.bf16):
             eps = self.melgen.denoise(xx, None, steps, self.projs).float()
         if self.w_video == 0:
             return eps
         return (1 + self.w_video) * eps[:b] - self.w_video * eps[b:]
 
-    def asr_gradient(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        steps = torch.full((x.shape[0], 1), float(t), device=x.device)
+    def asr_gradient(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        steps = self._steps(t, x.shape[0], x.device)
         with torch.enable_grad(), bf16_autocast(x.device, self.bf16):
             g = self.grad_fn(x.detach(), self.lengths, steps)
         return g.float() * self.mask
 
-    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def eps_at(self, x: torch.Tensor, t: int | torch.Tensor, guided: bool) -> torch.Tensor:
+        """eps at step t (an int, or a 0-dim device tensor inside a captured step), with the ASR term
+        when `guided` (which the caller decides: asr_active(t) for the int)."""
         eps = self.video_guided(x, t) * self.mask
-        if self.asr_active(t):
+        if guided:
             c = self._sqrt_1m_abar[t]
             g = self.asr_gradient(x, t)
             eps = eps + c * self.w_asr * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30) * g
         return eps
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return self.eps_at(x, t, self.asr_active(t))

@@ -204,23 +204,40 @@ class Sampler:
     def sample(self, melgen, mouthroi: torch.Tensor, face_image: torch.Tensor, *, grad_fn: GradFn | None = None,
                lengths: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
                step_noise: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None,
+               generators: Sequence[torch.Generator] | None = None,
                first_t: int | None = None, progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
         """Normalised mels (B, n_mels, 4 * frames); frames past a clip's length are zero.
 
         lengths: mel frames per clip (default: all full). x_T / step_noise inject the initial state
-        and the noise draws in order; otherwise both come from `generator`, x_T first.
+        and the noise draws in order; otherwise both come from `generator`, x_T first, or, with
+        `generators` (one per clip, on the device), each clip's x_T and step noise come from its own
+        generator, drawn for that clip's own length only (zeros past it). A clip's noise then does
+        not depend on the other clips of the batch or on its position in it; a batch of one with
+        generators=[g] draws exactly what generator=g draws.
         """
         dev = mouthroi.device
         b, _, frames = mouthroi.shape[:3]
+        shape = (b, melgen.net_diffwave.init_conv[0].conv.in_channels, frames * melgen.upsample_factor)
+        if generators is not None:
+            if len(generators) != b:
+                raise ValueError(f"{len(generators)} generators for a batch of {b} clips")
+            own = [shape[2]] * b if lengths is None else [min(int(n), shape[2]) for n in lengths]
+
+            def per_clip(like_shape) -> torch.Tensor:
+                z = torch.zeros(like_shape, device=dev)
+                for i, (g, n) in enumerate(zip(generators, own)):
+                    z[i, :, :n] = torch.randn((like_shape[1], n), generator=g, device=dev)
+                return z
         if x_T is None:
-            shape = (b, melgen.net_diffwave.init_conv[0].conv.in_channels, frames * melgen.upsample_factor)
-            x_T = torch.randn(shape, generator=generator, device=dev)
+            x_T = per_clip(shape) if generators is not None else torch.randn(shape, generator=generator, device=dev)
         eps = self.guidance(melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths)
         x = x_T.to(dev).float() * eps.mask
 
         def noise(k: int) -> torch.Tensor:
             if step_noise is not None:
                 return step_noise[k].to(dev)
+            if generators is not None:
+                return per_clip(x.shape)
             return torch.randn(x.shape, generator=generator, device=dev)
 
         common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress)

@@ -1,0 +1,140 @@
+"""Every generation setting checked before any heavy work (before a video is decoded or a model loaded).
+
+    check_generation_settings(cfg)      # raises LipVoicerError: one line per problem
+
+A setting out of range does not quietly become something else (`generate.w_asr=-1` is not
+unguided sampling, an `asr_start` past the last diffusion step is not "always"): each
+problem is one line naming the setting, the value given and what is allowed, e.g.
+
+    generate.w_asr=-1: must be a number >= 0 (0 turns ASR guidance off)
+
+Checked (generate.* unless named): w_video >= 0; w_asr >= 0; asr_start an integer,
+0 <= asr_start < diffusion.T when w_asr > 0 (guidance acts at steps t <= asr_start);
+diffusion.T an integer >= 1; sampler one of ancestral | ddim | dpm_solver; steps an
+integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_seconds and
+max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused); batch_size an integer >= 1; n_samples
+null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
+present); the on/off switches (progress, save_mouth_video, save_video, bf16) true or false.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+import torch
+
+from models.diffusion.samplers import SAMPLERS
+from utils.errors import LipVoicerError
+
+log = logging.getLogger(__name__)
+
+STEP_SAMPLERS = ("ddim", "dpm_solver")   # samplers with a step count (ancestral visits every step)
+SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _number(value) -> float | None:
+    """value as a finite float (ints, floats, numeric strings), else None; booleans are not numbers."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _integer(value) -> int | None:
+    x = _number(value)
+    return int(x) if x is not None and x == int(x) else None
+
+
+def generation_problems(cfg) -> list[str]:
+    """One line per generation setting that makes no sense (empty when all are fine)."""
+    gen = cfg["generate"]
+    problems: list[str] = []
+
+    def bad(key: str, value, allowed: str) -> None:
+        problems.append(f"{key}={value!r}: {allowed}" if isinstance(value, str) else f"{key}={value}: {allowed}")
+
+    def get(key: str, default=None):
+        return gen.get(key, default) if hasattr(gen, "get") else default
+
+    T = _integer(cfg["diffusion"]["T"])
+    if T is None or T < 1:
+        bad("diffusion.T", cfg["diffusion"]["T"], "must be an integer >= 1")
+        T = None
+
+    for key, note in (("w_video", " (0 turns video guidance off)"), ("w_asr", " (0 turns ASR guidance off)")):
+        x = _number(get(key))
+        if x is None or x < 0:
+            bad(f"generate.{key}", get(key), f"must be a number >= 0{note}")
+    w_asr = _number(get("w_asr"))
+
+    asr_start = _integer(get("asr_start"))
+    if asr_start is None:
+        bad("generate.asr_start", get("asr_start"), "must be an integer diffusion step")
+    elif w_asr is not None and w_asr > 0 and T is not None and not 0 <= asr_start < T:
+        bad("generate.asr_start", get("asr_start"),
+            f"must be between 0 and {T - 1} (diffusion.T={T} steps; ASR guidance acts at steps t <= asr_start)")
+
+    sampler = get("sampler", "ancestral")
+    if str(sampler) not in SAMPLERS:
+        bad("generate.sampler", sampler, f"must be one of {', '.join(SAMPLERS)}")
+    elif str(sampler) in STEP_SAMPLERS:
+        steps = _integer(get("steps"))
+        if steps is None or steps < 1 or (T is not None and steps > T):
+            upper = f"diffusion.T={T}" if T is not None else "diffusion.T"
+            bad("generate.steps", get("steps"), f"the {sampler} sampler needs an integer between 1 and {upper}")
+    eta = _number(get("eta", 0.0))
+    if eta is None or eta < 0:
+        bad("generate.eta", get("eta"), "must be a number >= 0 (0 = deterministic DDIM, 1 = ancestral-like noise)")
+
+    seed = get("seed", 0)
+    if _integer(seed) is None:
+        bad("generate.seed", seed, "must be an integer")
+
+    lo, hi = _number(get("min_seconds")), _number(get("max_seconds"))
+    if lo is None or lo <= 0:
+        bad("generate.min_seconds", get("min_seconds"), "must be a number of seconds > 0")
+    if hi is None or hi <= 0:
+        bad("generate.max_seconds", get("max_seconds"), "must be a number of seconds > 0")
+    if lo is not None and hi is not None and lo > 0 and hi > 0 and lo > hi:
+        # a warning, not an error: the length check then names the limit the video breaks
+        log.warning("generate.min_seconds=%s is more than generate.max_seconds=%s: every video is refused "
+                    "(min_seconds should be <= max_seconds)", get("min_seconds"), get("max_seconds"))
+
+    batch = _integer(get("batch_size", 1))
+    if batch is None or batch < 1:
+        bad("generate.batch_size", get("batch_size"), "must be an integer >= 1")
+    n_samples = get("n_samples")
+    if n_samples is not None and (_integer(n_samples) is None or _integer(n_samples) < 1):
+        bad("generate.n_samples", n_samples, "must be null (every clip) or an integer >= 1")
+
+    device = str(get("device", "auto")).lower()
+    if not _DEVICE.match(device):
+        bad("generate.device", get("device"), "must be auto, cpu, cuda or cuda:N")
+    elif device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            bad("generate.device", get("device"), "no CUDA GPU is available on this machine (use auto or cpu)")
+        elif ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            bad("generate.device", get("device"), f"this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                                                  f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+
+    for key in SWITCHES:
+        value = get(key)
+        if value is not None and not isinstance(value, bool):
+            bad(f"generate.{key}", value, "must be true or false")
+
+    text = get("text")  # Hydra reads generate.text=911 as a number: that is a text too
+    if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
+        bad("generate.text", text, "must be a quoted text, e.g. generate.text=\"'hello there'\"")
+    return problems
+
+
+def check_generation_settings(cfg) -> None:
+    """Raise LipVoicerError listing every generation setting that makes no sense, one line each."""
+    problems = generation_problems(cfg)
+    if problems:
+        raise LipVoicerError("\n".join(problems))
