@@ -46,7 +46,7 @@ def write_report(rows: list[dict], columns: list[str], title: str, out: str | No
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
-        print("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
+        print("| " + " | ".join(fmt_cell(r.get(c)) for c in columns) + " |")
     meta = {**meta, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__}
     print("\n" + ", ".join(f"{k}: {v}" for k, v in meta.items()))
     if out:
@@ -54,7 +54,7 @@ def write_report(rows: list[dict], columns: list[str], title: str, out: str | No
         Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
-def _fmt(v) -> str:
+def fmt_cell(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):

@@ -11,15 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import fmt_cell  # noqa: E402
+
 COLUMNS = ("benchmark", "path", "steps", "median_s", "speedup", "samples_per_s", "peak_gib", "rel_err")
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
 
 
 def summarise(folder: Path) -> dict:
@@ -38,7 +34,7 @@ def summarise(folder: Path) -> dict:
         setting = ", ".join(f"{k} {m[k]}" for k in ("model", "batch", "seconds", "T", "w_asr") if k in m)
         lines += [f"## {run['benchmark']} ({setting})", "", "| " + " | ".join(COLUMNS[1:]) + " |",
                   "|" + "---|" * (len(COLUMNS) - 1)]
-        lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS[1:]) + " |" for r in run["rows"]]
+        lines += ["| " + " | ".join(fmt_cell(r.get(c)) for c in COLUMNS[1:]) + " |" for r in run["rows"]]
         lines.append("")
     summary = {"meta": meta, "runs": runs}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

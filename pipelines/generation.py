@@ -128,7 +128,8 @@ class GenerationCore:
         tokens = torch.zeros(len(tok), max(len(t) for t in tok), dtype=torch.long)
         for i, t in enumerate(tok):
             tokens[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-        grad_fn = asr_guidance(self.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device))
+        grad_fn = asr_guidance(self.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device),
+                               bf16=self.sampler.bf16)
         if all(tok):
             return grad_fn
         # a clip without text gets no ASR term (its gradient is zero), as a single clip without text

@@ -14,7 +14,7 @@ diffusion.T an integer >= 1; sampler one of ancestral | ddim | dpm_solver; steps
 integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_seconds and
 max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused); batch_size an integer >= 1; n_samples
 null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
-present); the on/off switches (progress, save_mouth_video, save_video, bf16) true or false.
+present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs) true or false.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from utils.errors import LipVoicerError
 log = logging.getLogger(__name__)
 
 STEP_SAMPLERS = ("ddim", "dpm_solver")   # samplers with a step count (ancestral visits every step)
-SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16")
+SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16", "cuda_graphs")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 

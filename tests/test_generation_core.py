@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from models.builders import asr_checkpoint_path, melgen_checkpoint_path
+from models.diffusion.samplers import Sampler
+from models.diffusion.schedule import DiffusionSchedule
 from pipelines.evaluation import asr_checkpoint
 from tests.helpers import compose_cfg
 from utils.errors import LipVoicerError
@@ -48,9 +50,10 @@ def test_a_clip_without_text_gets_no_asr_term(monkeypatch):
         seen["tokens"] = tokens
         return lambda x, lengths, steps: torch.ones_like(x)
 
-    monkeypatch.setattr(generation, "asr_guidance", fake_guidance)
+    monkeypatch.setattr(generation, "asr_guidance", lambda asr, tokens, lengths, bf16=False: fake_guidance(asr, tokens, lengths))
     monkeypatch.setattr(generation, "warn_if_text_too_long", lambda *a, **k: None)
-    core = generation.GenerationCore(melgen=None, vocoder=None, sampler=None, asr=torch.nn.Identity(),
+    sampler = Sampler(DiffusionSchedule(T=10), "ancestral")
+    core = generation.GenerationCore(melgen=None, vocoder=None, sampler=sampler, asr=torch.nn.Identity(),
                                      tokenizer=Tok(), asr_cfg=None, clamp_min=1e-5, peak_scale=1.1)
     assert core.guidance_gradient(["", None], torch.tensor([8, 8]), ["a", "b"], "cpu") is None
     g = core.guidance_gradient(["two words", ""], torch.tensor([8, 8]), ["a", "b"], "cpu")

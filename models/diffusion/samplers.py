@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
+from models.diffusion.graphs import StepRunner
 from models.diffusion.guidance import GradFn, Guidance
 from models.diffusion.schedule import DiffusionSchedule
 from utils.errors import LipVoicerError
@@ -65,94 +66,150 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
 
 
+def _eps_at(eps):
+    """(eps_at(x, t, guided), guided(t)): a Guidance takes t as a 0-dim device tensor (a step with no
+    host read, so it can be captured); any other eps(x, t) gets the int (eager steps only)."""
+    if hasattr(eps, "eps_at"):
+        return eps.eps_at, eps.asr_active
+    return (lambda x, t, guided: eps(x, int(t))), (lambda t: False)
+
+
+def _drive(ts: list[int], kinds: list, make_step, state: tuple, draws: list[bool], noise: NoiseFn | None,
+           mode: str, desc: str, progress: bool, callback: Callback | None) -> tuple:
+    """One step per timestep. Step i is `make_step(kinds[i])` (made once per kind and run through a
+    StepRunner in `mode`) on (*state, i, t, z): the index and timestep as device tensors, and z the
+    next noise draw where draws[i] (in order), zeros elsewhere."""
+    dev = state[0].device
+    index = torch.arange(len(ts), device=dev)
+    tdev = torch.tensor(ts, device=dev)
+    zeros = torch.zeros_like(state[0])
+    pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
+    runners: dict = {}
+    k = 0
+    for i, t in _steps(ts, desc, progress):
+        kind = kinds[i]
+        if kind not in runners:
+            runners[kind] = StepRunner(make_step(kind), mode, pool=pool, name=f"{desc} {kind}")
+        z = zeros
+        if draws[i]:
+            z, k = noise(k), k + 1
+        state = runners[kind](*state, index[i], tdev[i], z)
+        if callback is not None:
+            callback(i, t, state[0])
+    return state
+
+
 @torch.no_grad()
 def ancestral(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, first_t: int | None = None,
               mask: torch.Tensor | None = None, noise: NoiseFn | None = None, callback: Callback | None = None,
-              progress: bool = False) -> torch.Tensor:
+              progress: bool = False, mode: str = "eager") -> torch.Tensor:
     dev = x.device
     alphas, abars, sigmas = (v.to(dev) for v in (schedule.alphas, schedule.alpha_bars, schedule.sigmas))
-    first_t = schedule.T - 1 if first_t is None else int(first_t)
-    k = 0
-    for i, t in _steps(list(range(first_t, -1, -1)), "sampling", progress):
-        e = eps(x, t)
-        x = (x - (1 - alphas[t]) / torch.sqrt(1 - abars[t]) * e) / torch.sqrt(alphas[t])
-        if t > 0:
-            x = x + sigmas[t] * noise(k)
-            k += 1
-        x = _masked(x, mask)
-        if callback is not None:
-            callback(i, t, x)
-    return x
+    c_eps, sqrt_a = (1 - alphas) / torch.sqrt(1 - abars), torch.sqrt(alphas)
+    eps_at, guided = _eps_at(eps)
+    ts = list(range(schedule.T - 1 if first_t is None else int(first_t), -1, -1))
+
+    def make_step(kind):
+        def step(x, i, t, z):
+            x = (x - c_eps[t] * eps_at(x, t, kind)) / sqrt_a[t]
+            return (_masked(x + sigmas[t] * z, mask),)      # sigma_0 = 0: no noise at the last step
+        return step
+
+    return _drive(ts, [guided(t) for t in ts], make_step, (x,), [t > 0 for t in ts], noise, mode, "sampling",
+                  progress, callback)[0]
 
 
 def _abar_table(schedule: DiffusionSchedule) -> Callable[[int], float]:
-    """abar at an integer timestep as a Python float (float64 coefficient arithmetic, no device syncs);
-    t = -1 is the clean end, abar = 1."""
+    """abar at an integer timestep as a Python float (float64 coefficient arithmetic); t = -1 is the
+    clean end, abar = 1."""
     table = [float(a) for a in schedule.alpha_bars.detach().double().cpu()]
     return lambda t: 1.0 if t < 0 else table[t]
+
+
+def _device_table(values, device) -> torch.Tensor:
+    """Per-step coefficients (computed in float64) as one float32 device tensor, indexed by the step."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 @torch.no_grad()
 def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int, eta: float = 0.0,
          first_t: int | None = None, mask: torch.Tensor | None = None, noise: NoiseFn | None = None,
-         callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+         callback: Callback | None = None, progress: bool = False, mode: str = "eager") -> torch.Tensor:
     abar = _abar_table(schedule)
     ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
-    k = 0
-    for i, t in _steps(ts, "sampling (ddim)", progress):
+    a_, b_, sig_ = [], [], []
+    for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else -1
-        e = eps(x, t)
         ab_t, ab_s = abar(t), abar(s)
         sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) if s >= 0 and eta > 0 else 0.0
         # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps, written as a x_t + b eps
-        a = math.sqrt(ab_s / ab_t)
-        b = math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) - math.sqrt(ab_s * (1 - ab_t) / ab_t)
-        x = a * x + b * e
-        if sigma > 0:
-            x = x + sigma * noise(k)
-            k += 1
-        x = _masked(x, mask)
-        if callback is not None:
-            callback(i, t, x)
-    return x
+        a_.append(math.sqrt(ab_s / ab_t))
+        b_.append(math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) - math.sqrt(ab_s * (1 - ab_t) / ab_t))
+        sig_.append(sigma)
+    a_t, b_t, sig_t = (_device_table(v, x.device) for v in (a_, b_, sig_))
+    eps_at, guided = _eps_at(eps)
+
+    def make_step(kind):
+        def step(x, i, t, z):
+            x = a_t[i] * x + b_t[i] * eps_at(x, t, kind)
+            return (_masked(x + sig_t[i] * z, mask),)
+        return step
+
+    return _drive(ts, [guided(t) for t in ts], make_step, (x,), [s > 0 for s in sig_], noise, mode,
+                  "sampling (ddim)", progress, callback)[0]
 
 
 @torch.no_grad()
 def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int,
                first_t: int | None = None, mask: torch.Tensor | None = None,
                restart: Callable[[int], bool] | None = None, callback: Callback | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, mode: str = "eager") -> torch.Tensor:
     abar = _abar_table(schedule)
 
     def lam(t: int) -> float:
         return 0.5 * (math.log(abar(t)) - math.log(1 - abar(t)))
 
     ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
-    x0_prev = h_prev = kind = None
-    for i, t in _steps(ts, "sampling (dpm_solver)", progress):
+    eps_at, guided = _eps_at(eps)
+    kinds = [guided(t) for t in ts]
+    phases = [restart(t) if restart is not None else None for t in ts]
+    cols = {k: [] for k in ("sq1", "sq", "c0", "cp", "kx", "kd")}
+    h_prev = None
+    for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else -1
-        now = restart(t) if restart is not None else None
-        if kind is not None and now != kind:
-            x0_prev = None  # the prediction changes kind here: restart the multistep history (first order)
-        kind = now
-        e = eps(x, t)
         ab_t = abar(t)
-        x0 = (x - math.sqrt(1 - ab_t) * e) / math.sqrt(ab_t)
-        if s < 0:  # the clean end (sigma = 0): x = x0, the first-order update's limit
-            x = x0
-        else:
-            ab_s = abar(s)
-            h = lam(s) - lam(t)
-            d = x0
-            if x0_prev is not None:
-                r = h_prev / h
-                d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-            x0_prev, h_prev = x0, h
-            x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
-        x = _masked(x, mask)
-        if callback is not None:
-            callback(i, t, x)
-    return x
+        cols["sq1"].append(math.sqrt(1 - ab_t))
+        cols["sq"].append(math.sqrt(ab_t))
+        if i > 0 and phases[i] != phases[i - 1]:
+            h_prev = None  # the prediction changes kind here: restart the multistep history (first order)
+        if s < 0:        # the clean end (sigma = 0): x = x0, the first-order update's limit
+            cols["c0"].append(1.0), cols["cp"].append(0.0), cols["kx"].append(0.0), cols["kd"].append(0.0)
+            continue
+        ab_s = abar(s)
+        h = lam(s) - lam(t)
+        r = h_prev / h if h_prev is not None else None
+        cols["c0"].append(1 + 0.5 / r if r is not None else 1.0)
+        cols["cp"].append(0.5 / r if r is not None else 0.0)
+        cols["kx"].append(math.sqrt((1 - ab_s) / (1 - ab_t)))
+        cols["kd"].append(math.sqrt(ab_s) * math.expm1(-h))
+        h_prev = h
+    tab = {k: _device_table(v, x.device) for k, v in cols.items()}
+    final = len(ts) - 1             # the last visited step always ends at the clean mel
+
+    def make_step(kind):
+        guided_now, last = kind
+
+        def step(x, x0_prev, i, t, z):
+            x0 = (x - tab["sq1"][i] * eps_at(x, t, guided_now)) / tab["sq"][i]
+            if last:
+                return _masked(x0, mask), x0
+            d = tab["c0"][i] * x0 - tab["cp"][i] * x0_prev
+            return _masked(tab["kx"][i] * x - tab["kd"][i] * d, mask), x0
+        return step
+
+    state = (x, torch.zeros_like(x))
+    return _drive(ts, [(kinds[i], i == final) for i in range(len(ts))], make_step, state, [False] * len(ts), None,
+                  mode, "sampling (dpm_solver)", progress, callback)[0]
 
 
 SAMPLERS = ("ancestral", "ddim", "dpm_solver")
@@ -175,7 +232,9 @@ class Sampler:
     """A sampler and its guidance settings: `sample(...)` builds the Guidance of a batch and runs the function.
 
     name: ancestral | ddim | dpm_solver; steps (ddim / dpm_solver; the ancestral sampler visits
-    every timestep); eta (ddim); bf16 (autocast of MelGen and the ASR)."""
+    every timestep); eta (ddim); bf16 (autocast of MelGen and the ASR, on bfloat16 copies of the
+    weights); cuda_graphs (on a CUDA device, each step kind is captured once as a CUDA graph and
+    replayed; models/diffusion/graphs.py)."""
 
     schedule: DiffusionSchedule
     name: str = "ancestral"
@@ -185,6 +244,7 @@ class Sampler:
     steps: int | None = None
     eta: float = 0.0
     bf16: bool = False
+    cuda_graphs: bool = True
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
@@ -205,7 +265,8 @@ class Sampler:
                lengths: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
                step_noise: Sequence[torch.Tensor] | None = None, generator: torch.Generator | None = None,
                generators: Sequence[torch.Generator] | None = None,
-               first_t: int | None = None, progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+               first_t: int | None = None, progress: bool = False, callback: Callback | None = None,
+               mode: str | None = None) -> torch.Tensor:
         """Normalised mels (B, n_mels, 4 * frames); frames past a clip's length are zero.
 
         lengths: mel frames per clip (default: all full). x_T / step_noise inject the initial state
@@ -213,7 +274,9 @@ class Sampler:
         `generators` (one per clip, on the device), each clip's x_T and step noise come from its own
         generator, drawn for that clip's own length only (zeros past it). A clip's noise then does
         not depend on the other clips of the batch or on its position in it; a batch of one with
-        generators=[g] draws exactly what generator=g draws.
+        generators=[g] draws exactly what generator=g draws. mode: how each step runs (graphs.StepRunner):
+        default "graph" on CUDA with cuda_graphs, else "eager"; "static" runs a replay's data flow on any
+        device (tests).
         """
         dev = mouthroi.device
         b, _, frames = mouthroi.shape[:3]
@@ -240,7 +303,9 @@ class Sampler:
                 return per_clip(x.shape)
             return torch.randn(x.shape, generator=generator, device=dev)
 
-        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress)
+        if mode is None:
+            mode = "graph" if self.cuda_graphs and dev.type == "cuda" else "eager"
+        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress, mode=mode)
         if self.name == "ancestral":
             return ancestral(eps, x, self.schedule, noise=noise, **common)
         if self.name == "ddim":
