@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # espeak-ng: synthetic-corpus speech; ffmpeg: command-line video tools (tests);
-# libgl1, libglib2.0-0: shared libraries of OpenCV and MediaPipe.
+# libgl1, libglib2.0-0: shared libraries of OpenCV and MediaPipe; chromium: the browser that
+# tests/test_app.py drives through Playwright (never `playwright install`).
 need=()
-for pkg in espeak-ng ffmpeg libgl1 libglib2.0-0; do
+for pkg in espeak-ng ffmpeg libgl1 libglib2.0-0 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -139,12 +139,14 @@ class GenerationCore:
     def generate(self, mouthroi: torch.Tensor, face_image: torch.Tensor, lengths: torch.Tensor | None,
                  texts: Sequence[str | None], ids: Sequence[str] | None = None,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 generators: Sequence[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generators: Sequence[torch.Generator] | None = None,
+                 callback=None) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch (mouth crops (B, 1, T, H, W), face images (B, 3, S, S), mel lengths or None = full, one text
         per clip) -> (log-mels (B, n_mels, 4T), audio (B, samples)); frames past a clip's length are silence.
 
         The noise comes from `generator` (one stream for the batch) or from `generators` (one per clip:
-        each clip's noise then depends only on its own generator; see Sampler.sample)."""
+        each clip's noise then depends only on its own generator; see Sampler.sample). callback(i, t, x):
+        called after each sampling step (Sampler.sample)."""
         device = mouthroi.device
         b = mouthroi.shape[0]
         full = torch.full((b,), mouthroi.shape[2] * self.melgen.upsample_factor, dtype=torch.long)
@@ -152,7 +154,7 @@ class GenerationCore:
         ids = list(ids) if ids is not None else [f"clip {i}" for i in range(b)]
         grad_fn = self.guidance_gradient(texts, lengths, ids, device)
         x = self.sampler.sample(self.melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths.to(device),
-                                generator=generator, generators=generators, progress=progress)
+                                generator=generator, generators=generators, progress=progress, callback=callback)
         mels = denormalise_mel(x.float(), self.clamp_min)
         audio = vocode(self.vocoder, mels, lengths=lengths, peak_scale=self.peak_scale)
         return mels, audio

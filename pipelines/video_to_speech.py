@@ -110,13 +110,13 @@ def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tupl
 
 def speech_from_crops(core: GenerationCore, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
                       device: torch.device, generator: torch.Generator | None = None,
-                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      progress: bool = False, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,)):
     the generation core on a batch of one."""
     mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
     face = face_to_tensor(face_frame, cfg["video"], train=False).unsqueeze(0).to(device)
     mels, audio = core.generate(mouth, face, None, [text], ids=[str(cfg["generate"]["video_path"])],
-                                generator=generator, progress=progress)
+                                generator=generator, progress=progress, callback=callback)
     return mels[0].cpu(), audio[0].cpu()
 
 
@@ -145,9 +145,12 @@ def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tens
 
 
 # ----------------------------------------------------------------------------- the job
-def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
+def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -> Path:
     """Run the whole job for cfg.generate.video_path; returns the output folder (the models are
-    loaded here unless a loaded GenerationCore is passed)."""
+    loaded here unless a loaded GenerationCore is passed). on_stage(name, fraction): called as each
+    stage starts (fraction 0) and after each sampling step (fraction of the steps done); name is one
+    of read_video, mouth_crops, text, load_models, sampling, write_outputs, done."""
+    stage = on_stage or (lambda name, fraction: None)
     gen = cfg["generate"]
     check_generation_settings(cfg)  # every setting, before any video is read or model loaded
     if not gen.get("video_path"):
@@ -173,21 +176,32 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
     given = gen.get("text")
     generation_files(cfg, lip_reading=given is None or not str(given).strip())
     check_video_length(video_path, gen)
+    stage("read_video", 0.0)
     with timer("read_video"):  # stops at generate.max_seconds when the header gives no duration (raw .h264)
         frames = video_frames(video_path, prep, max_seconds=float(gen["max_seconds"]),
                               limit_name="generate.max_seconds", progress=progress)
+    stage("mouth_crops", 0.0)
+    detection: dict = {}
     with timer("mouth_crops"):
-        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path), progress=progress)
+        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path), progress=progress,
+                                        stats=detection)
+    stage("text", 0.0)
     with timer("text"):
         text, text_source = read_text(cfg, crops, device, str(video_path))
     log.info("text (%s): %s", text_source, text or "<empty>")
     if core is None:
+        stage("load_models", 0.0)
         with timer("load_models"):
             core = GenerationCore.load(cfg, device)
     seed = int(gen["seed"])
     generator = torch.Generator(device=device).manual_seed(seed)
+    n_steps = core.sampler.steps if core.sampler.name != "ancestral" else core.sampler.schedule.T
+    stage("sampling", 0.0)
     with timer("sampling"):
-        mel, audio = speech_from_crops(core, cfg, crops, frames[0], text, device, generator, progress)
+        mel, audio = speech_from_crops(core, cfg, crops, frames[0], text, device, generator, progress,
+                                       callback=None if on_stage is None else
+                                       lambda i, t, x: stage("sampling", min(1.0, (i + 1) / n_steps)))
+    stage("write_outputs", 0.0)
     audio_np = audio.numpy().astype(np.float32)
     sr = int(cfg["audio"]["sampling_rate"])
 
@@ -203,6 +217,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
             "audio_seconds": round(len(audio_np) / sr, 3),
             "text": text,
             "text_source": text_source,
+            "face_detection": detection,
             "device": str(device),
             "settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                          for k, v in dict(gen).items()},
@@ -221,5 +236,6 @@ def generate_for_video(cfg, core: GenerationCore | None = None) -> Path:
         if err is not None:
             raise err from e
         raise
+    stage("done", 1.0)
     log.info("wrote %s (%s)", final_dir, ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
     return final_dir

@@ -70,10 +70,14 @@ def _mean_face(cfg):
     return _STATE[key]
 
 
-def mouth_crops_from_frames(frames: np.ndarray, cfg, source: str = "clip", progress=False) -> np.ndarray:
+def mouth_crops_from_frames(frames: np.ndarray, cfg, source: str = "clip", progress=False,
+                            stats: dict | None = None) -> np.ndarray:
     """(T, crop, crop) uint8 mouth crops of RGB frames already at 25 fps (progress: bars over the
-    frames for face detection and for cropping)."""
+    frames for face detection and for cropping; stats: a dict to receive the face-detection counts)."""
     landmarks = _detector(cfg).detect_video(frames, progress=progress)
+    if stats is not None:
+        found = sum(lm is not None for lm in landmarks)
+        stats.update(frames=len(landmarks), frames_with_face=found, frames_interpolated=len(landmarks) - found)
     if all(lm is None for lm in landmarks):
         raise LipVoicerError(f"{source}: no face detected in any frame")
     return crop_mouths(frames, landmarks, _mean_face(cfg), crop_size=int(_get(cfg, "crop_size", 96)),
