@@ -49,8 +49,9 @@ from pipelines.outputs import run_dir
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import atomic_text
-from pipelines.metrics import (char_errors, log_mel_l1, mel_cepstral_distortion, pesq_wb, stoi_scores,
-                           word_errors)
+from pipelines.hf_asr import PREFIX as HF_PREFIX, build_hf_recognizer
+from pipelines.metrics import (DNSMOS_KEYS, char_errors, dnsmos_scores, log_mel_l1, mel_cepstral_distortion,
+                               pesq_wb, stoi_scores, word_errors)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,11 @@ log = logging.getLogger(__name__)
 Recognizer = Callable[[Sequence[np.ndarray]], list]
 
 METRICS = ("wer", "cer", "stoi", "estoi", "pesq", "log_mel_l1", "mcd")
-CSV_COLUMNS = ("video_id", *METRICS, "ref_words", "word_errors", "ref_chars", "char_errors",
+CSV_COLUMNS = ("video_id", *METRICS, *DNSMOS_KEYS, "ref_words", "word_errors", "ref_chars", "char_errors",
                "gen_seconds", "gt_seconds", "reference", "hypothesis")
-# Optional metrics that need downloaded models (DNSMOS; LSE-C / LSE-D from SyncNet) are not
-# implemented: this table is empty and any name in evaluate.extra_metrics is an error.
+# Optional metrics that need downloaded models (LSE-C / LSE-D from SyncNet) are not implemented:
+# this table is empty and any name in evaluate.extra_metrics is an error. DNSMOS is built in
+# (evaluate.dnsmos, on by default; its means are summary["dnsmos"]).
 EXTRA_METRICS: dict[str, Callable] = {}
 RECOGNIZERS = ("asr", "none")
 DECODERS = ("greedy", "beam")
@@ -141,17 +143,43 @@ def _first_file(dirs: Sequence[Path], video_id: str, suffix: str) -> Path | None
     return None
 
 
+def id_candidates(rel_id: str) -> list[str]:
+    """Ground-truth ids a generated wav's relative path may stand for, in order: the path itself, then
+    with leading folders dropped (`LRS3/test/spk/00001` -> ... -> `spk/00001` -> `00001`), then a flat
+    name read as `<speaker>_<clip>` (`spk_00001` -> `spk/00001`)."""
+    parts = rel_id.split("/")
+    out = ["/".join(parts[i:]) for i in range(len(parts))]
+    stem = parts[-1]
+    out += [stem[:i] + "/" + stem[i + 1:] for i in range(len(stem) - 1, 0, -1) if stem[i] in "_-"]
+    return list(dict.fromkeys(out))
+
+
 def match_ground_truth(cfg, generated: Sequence[tuple[str, Path]]) -> tuple[list[Clip], list[str]]:
-    """Clips with their ground truth, and the ids skipped because their ground-truth wav is missing."""
+    """Clips with their ground truth, and the ids skipped because no ground-truth wav matches.
+
+    A generated wav matches by its relative path (the project's layout) or, failing that, by id
+    (id_candidates: any other folder layout, e.g. the published LipVoicer audio); the clip then takes
+    the ground truth's id. A second wav matching an already matched id is skipped with a warning."""
     audio_dirs, text_dirs = ground_truth_dirs(cfg, "audio"), ground_truth_dirs(cfg, "text")
-    clips, skipped = [], []
-    for video_id, wav in generated:
-        gt_wav = _first_file(audio_dirs, video_id, ".wav")
+    clips, skipped, seen, by_id = [], [], set(), 0
+    for rel_id, wav in generated:
+        gt_wav, video_id = None, rel_id
+        for cand in id_candidates(rel_id):
+            gt_wav = _first_file(audio_dirs, cand, ".wav")
+            if gt_wav is not None:
+                video_id = cand
+                break
         if gt_wav is None:
-            log.warning("%s: no ground-truth audio (looked for %s); clip skipped", video_id,
-                        ", ".join(str(d / f"{video_id}.wav") for d in audio_dirs))
-            skipped.append(video_id)
+            log.warning("%s: no ground-truth audio (looked for %s); clip skipped", rel_id,
+                        ", ".join(str(d / f"{rel_id}.wav") for d in audio_dirs))
+            skipped.append(rel_id)
             continue
+        if video_id in seen:
+            log.warning("%s: matches ground-truth clip %s, already matched by another wav; skipped", rel_id, video_id)
+            skipped.append(rel_id)
+            continue
+        seen.add(video_id)
+        by_id += video_id != rel_id
         reference = None
         txt = _first_file(text_dirs, video_id, ".txt")
         if txt is not None:
@@ -160,6 +188,9 @@ def match_ground_truth(cfg, generated: Sequence[tuple[str, Path]]) -> tuple[list
         if reference is None and beside.is_file():
             reference = read_reference_text(beside)
         clips.append(Clip(video_id, wav, gt_wav, reference))
+    log.info("matched %d of %d generated wavs with the ground truth (%d by relative path, %d by id); %d unmatched",
+             len(clips), len(generated), len(clips) - by_id, by_id, len(skipped))
+    clips.sort(key=lambda c: c.video_id)
     return clips, skipped
 
 
@@ -307,8 +338,13 @@ def build_recognizer(cfg, device: str | torch.device | None = None) -> Recognize
     """The recogniser evaluate.recognizer asks for (None for `none`)."""
     ev = cfg["evaluate"]
     kind = str(ev.get("recognizer") or "none").lower()
+    if str(ev.get("recognizer") or "").startswith(HF_PREFIX):
+        device = torch.device(device) if device is not None else resolve_device(ev.get("device", "auto"))
+        return build_hf_recognizer(str(ev["recognizer"]), int(audio_params(cfg["audio"])["sampling_rate"]), device,
+                                   int(ev.get("batch_size", 1)))
     if kind not in RECOGNIZERS:
-        raise LipVoicerError(f"evaluate.recognizer: unknown recogniser '{kind}' (use {' or '.join(RECOGNIZERS)})")
+        raise LipVoicerError(f"evaluate.recognizer: unknown recogniser '{kind}' (use {', '.join(RECOGNIZERS)} or "
+                             "hf:<Hugging Face model id or folder>, e.g. hf:openai/whisper-small)")
     if kind == "none":
         return None
     decoder_kind = str(ev.get("decoder") or "greedy").lower()
@@ -338,12 +374,13 @@ def generated_mel(wav_path: Path, audio: dict) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- metrics
 def clip_metrics(generated: np.ndarray, reference_wav: np.ndarray, reference_text: str | None = None,
-                 hypothesis: str | None = None, audio_cfg=None, mcd_coeffs: int = 13) -> dict:
-    """All metrics of one clip; WER / CER are NaN without a reference text or hypothesis."""
+                 hypothesis: str | None = None, audio_cfg=None, mcd_coeffs: int = 13, dnsmos: bool = False) -> dict:
+    """All metrics of one clip; WER / CER are NaN without a reference text or hypothesis, DNSMOS
+    (of the generated wav alone: no reference) NaN unless `dnsmos`."""
     p = audio_params(audio_cfg)
     sr = int(p["sampling_rate"])
     nan = math.nan
-    row = {m: nan for m in METRICS}
+    row = {m: nan for m in (*METRICS, *DNSMOS_KEYS)}
     row.update(ref_words=0, word_errors=0, ref_chars=0, char_errors=0,
                gen_seconds=len(generated) / sr, gt_seconds=len(reference_wav) / sr,
                reference="" if reference_text is None else reference_text,
@@ -357,6 +394,8 @@ def clip_metrics(generated: np.ndarray, reference_wav: np.ndarray, reference_tex
     row["pesq"] = pesq_wb(reference_wav, generated, sr)
     row["log_mel_l1"] = log_mel_l1(reference_wav, generated, p)
     row["mcd"] = mel_cepstral_distortion(reference_wav, generated, p, n_coeffs=int(mcd_coeffs))
+    if dnsmos:
+        row.update(dnsmos_scores(generated, sr))
     return row
 
 
@@ -381,6 +420,8 @@ def summarise(rows: Sequence[dict], settings: dict | None = None, coverage: dict
         "n_words": int(words),
         "means": {m: _finite_mean(r[m] for r in rows) for m in METRICS},
         "n_valid": {m: sum(1 for r in rows if math.isfinite(r[m])) for m in METRICS},
+        "dnsmos": {"means": {m: _finite_mean(r.get(m, math.nan) for r in rows) for m in DNSMOS_KEYS},
+                   "n_valid": {m: sum(1 for r in rows if math.isfinite(r.get(m, math.nan))) for m in DNSMOS_KEYS}},
         "settings": dict(settings or {}),
     }
 
@@ -388,6 +429,8 @@ def summarise(rows: Sequence[dict], settings: dict | None = None, coverage: dict
 _TABLE = (("WER (%)", "corpus_wer", 100.0, 2), ("CER (%)", "corpus_cer", 100.0, 2),
           ("STOI", "stoi", 1.0, 4), ("ESTOI", "estoi", 1.0, 4), ("PESQ (wide-band)", "pesq", 1.0, 3),
           ("log-mel L1", "log_mel_l1", 1.0, 4), ("MCD (dB)", "mcd", 1.0, 3))
+_DNSMOS_TABLE = (("DNSMOS SIG", "dnsmos_sig"), ("DNSMOS BAK", "dnsmos_bak"), ("DNSMOS OVRL", "dnsmos_ovrl"),
+                 ("DNSMOS P.808", "dnsmos_p808"))
 
 
 def markdown_table(summary: dict) -> str:
@@ -398,7 +441,18 @@ def markdown_table(summary: dict) -> str:
     for label, key, scale, digits in _TABLE:
         v = summary.get(key) if key.startswith("corpus_") else summary["means"].get(key)
         lines.append(f"| {label} | {'n/a' if v is None else f'{v * scale:.{digits}f}'} |")
-    return "\n".join(lines) + "\n"
+    dn = (summary.get("dnsmos") or {}).get("means") or {}
+    for label, key in _DNSMOS_TABLE:
+        if dn.get(key) is not None:
+            lines.append(f"| {label} | {dn[key]:.3f} |")
+    rec = (summary.get("settings") or {}).get("recognizer")
+    if rec:
+        ckpt = summary["settings"].get("asr_ckpt")
+        lines.append(f"| recogniser | {rec}{f' ({ckpt})' if rec == 'asr' and ckpt else ''} |")
+    text = "\n".join(lines) + "\n"
+    if summary.get("recognizer_warning"):
+        text += f"\nwarning: {summary['recognizer_warning']}\n"
+    return text
 
 
 def _json_safe(x):
@@ -442,6 +496,9 @@ def write_outputs(rows: Sequence[dict], summary: dict, out_dir: str | os.PathLik
 def check_extra_metrics(names) -> list[str]:
     names = [str(n) for n in (names or [])]
     for n in names:
+        if n.lower() == "dnsmos":
+            raise LipVoicerError("evaluate.extra_metrics: 'dnsmos' is built in now: it is on by default "
+                                 "(evaluate.dnsmos=true); remove it from evaluate.extra_metrics")
         if n.lower() not in EXTRA_METRICS:
             raise LipVoicerError(f"evaluate.extra_metrics: unknown metric '{n}' (available: "
                                  f"{', '.join(EXTRA_METRICS) or 'none; DNSMOS and LSE are not implemented'})")
@@ -449,6 +506,21 @@ def check_extra_metrics(names) -> list[str]:
 
 
 _UNSET = object()
+
+
+def guidance_warning(cfg, recognizer) -> str | None:
+    """One line when the recogniser is the ASR checkpoint that guided generation (generate.asr_ckpt, or
+    the published fine-tune of dataset.name), whose WER favours guidance by construction."""
+    if not isinstance(recognizer, ASRRecognizer):
+        return None
+    try:
+        same = asr_checkpoint(cfg).resolve() == asr_checkpoint_path(cfg, ("generate", "asr_ckpt")).resolve()
+    except LipVoicerError:
+        return None
+    if not same:
+        return None
+    return (f"the recogniser is the ASR checkpoint that guided generation ({asr_checkpoint(cfg)}): its WER favours "
+            "guidance by construction; use an independent one, e.g. evaluate.recognizer=hf:openai/whisper-small")
 
 
 def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
@@ -488,6 +560,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     if from_mels and not hasattr(recognizer, "recognize_mels"):
         raise LipVoicerError("evaluate.recognize_from=mel needs the ASR recogniser (evaluate.recognizer=asr)")
     batch = max(1, int(ev.get("batch_size", 1)))
+    use_dnsmos = bool(ev.get("dnsmos", True))
     rows = []
     with tqdm(total=len(clips), desc="evaluate", unit="clip", disable=not bool(ev.get("progress", True))) as bar:
         for s in range(0, len(clips), batch):
@@ -503,7 +576,7 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
                     raise RuntimeError(f"recogniser returned {len(hyps)} texts for {len(chunk)} wavs")
             for c, g, t, h in zip(chunk, gens, gts, hyps):
                 row = {"video_id": c.video_id,
-                       **clip_metrics(g, t, c.reference, h, audio, int(ev.get("mcd_coeffs", 13)))}
+                       **clip_metrics(g, t, c.reference, h, audio, int(ev.get("mcd_coeffs", 13)), use_dnsmos)}
                 if math.isnan(row["pesq"]):
                     log.warning("%s: PESQ could not be computed (silent or too short audio); recorded as NaN",
                                 c.video_id)
@@ -520,7 +593,9 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
         "recognize_from": source if recognizer is not None else None,
         "sampling_rate": sr,
         "mcd_coeffs": int(ev.get("mcd_coeffs", 13)),
+        "dnsmos": "speechmos DNSMOS P.835 (sig_bak_ovr.onnx) + P.808 (model_v8.onnx)" if use_dnsmos else None,
         "n_generated": len(generated),
+        "n_matched": len(clips),
         "n_skipped": len(skipped),
         "skipped": skipped,
     }
@@ -529,6 +604,10 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
                         decoder=str(ev.get("decoder")), beam_lm=bool(ev.get("beam_lm", True)),
                         device=str(recognizer.device))
     summary = summarise(rows, settings, coverage)
+    warning = guidance_warning(cfg, recognizer)
+    if warning:
+        log.warning("%s", warning)
+        summary["recognizer_warning"] = warning
     out_dir = Path(str(ev.get("out_dir") or gen_dir))
     outputs = write_outputs(rows, summary, out_dir)
     return {**summary, "rows": rows, "outputs": outputs, "table": markdown_table(summary)}

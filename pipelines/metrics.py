@@ -1,8 +1,10 @@
 """Speech metrics for evaluate.py: WER/CER (jiwer), STOI/ESTOI (pystoi), wide-band PESQ (pesq),
-and log-mel distances after aligning lengths."""
+log-mel distances after aligning lengths, and DNSMOS (speechmos: the
+official ONNX models, run with onnxruntime)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -75,3 +77,41 @@ def mel_cepstral_distortion(reference: np.ndarray, generated: np.ndarray, audio_
     ca, cb = dct @ a, dct @ b
     diff = ca[1:] - cb[1:]
     return float((10.0 / np.log(10)) * np.sqrt(2.0) * np.mean(np.sqrt((diff ** 2).sum(axis=0))))
+
+
+# ----------------------------------------------------------------------------- DNSMOS
+DNSMOS_KEYS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
+DNSMOS_SR = 16000
+_dnsmos_model = None
+
+
+def _dnsmos():
+    """The official DNSMOS ONNX models shipped in the `speechmos` package (loaded once)."""
+    global _dnsmos_model
+    if _dnsmos_model is None:
+        try:
+            import speechmos.dnsmos as sd
+        except ImportError as e:
+            from utils.errors import LipVoicerError
+            raise LipVoicerError(f"evaluate.dnsmos: DNSMOS needs the speechmos and onnxruntime packages ({e}); "
+                                 "pip install -r requirements.txt, or set evaluate.dnsmos=false") from None
+        folder = Path(sd.__file__).resolve().parent / "dnsmos_models"
+        _dnsmos_model = sd.DNSMOS(str(folder / "sig_bak_ovr.onnx"), str(folder / "model_v8.onnx"))
+    return _dnsmos_model
+
+
+def dnsmos_scores(wav: np.ndarray, sr: int = DNSMOS_SR) -> dict[str, float]:
+    """DNSMOS P.835 SIG / BAK / OVRL and P.808 MOS of one waveform (non-personalised models, as in
+    the DNS challenge and the LipVoicer paper). Resampled to 16 kHz when needed; samples outside
+    [-1, 1] are clipped; clips shorter than 9 s are repeated to 9 s by the model's own code; NaN for
+    an empty or silent clip."""
+    x = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if sr != DNSMOS_SR:
+        import librosa
+
+        x = librosa.resample(x, orig_sr=sr, target_sr=DNSMOS_SR).astype(np.float32)
+    if len(x) == 0 or not np.any(x):
+        return {k: math.nan for k in DNSMOS_KEYS}
+    out = _dnsmos()(np.clip(x, -1.0, 1.0), DNSMOS_SR, False)
+    return {"dnsmos_sig": float(out["sig_mos"]), "dnsmos_bak": float(out["bak_mos"]),
+            "dnsmos_ovrl": float(out["ovrl_mos"]), "dnsmos_p808": float(out["p808_mos"])}

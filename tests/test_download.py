@@ -387,6 +387,8 @@ SPEC_IDS = {
     "1zKp376kItVhceTFSi2_-EMG3oeYbSC0U", "1l71jUmRdQMFO2AVezxweENpZgdvL7TyD", "1h0gcgifwe5HVM76rlREHj1daBNItWh7e",
     "1t8RHhzDTTvOQkLQhmK1LZGnXRRXOXGi6", "1g31HGxJnnOwYl17b70ObFQZ1TSnPvRQv", "1T4ZFGvW9643844BaOnJyo78-KN83h8Yf",
     "1sYs2MAmCF80GPK_kBieU2S5pOfJpcBei",
+    # the published LipVoicer test audio (original README, "Benchmarks Test Audio Signals")
+    "15BgeaU-j4B-o9WfP-d-BSnnjslAxOHkt", "1y4O3grI7uwnjN5GIoydrGhyvK63ptLSy",
 }
 
 
@@ -439,3 +441,27 @@ def test_main_exit_codes(env, monkeypatch, capsys):
     assert dl.main(["--only", "lm"]) == 1
     err = capsys.readouterr().err
     assert "error: lm: network or file error (ConnectionError: connection reset)" in err
+
+
+def test_published_test_audio_is_listed_and_fetched_with_only(tmp_path, monkeypatch):
+    """The LipVoicer test audio of LRS2 / LRS3 (original README ids) is in the real table: --list shows it,
+    --only fetches it (a zip of wavs) into checkpoints/published_audio/<DS>_test; not a default asset."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers import compose_cfg
+
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.merge(compose_cfg(), {"paths": {"checkpoints_dir": "ck"}})
+    table = asset_table(cfg)
+    assert table["published_audio_lrs2"].id == "15BgeaU-j4B-o9WfP-d-BSnnjslAxOHkt"
+    assert table["published_audio_lrs3"].id == "1y4O3grI7uwnjN5GIoydrGhyvK63ptLSy"
+    assert not table["published_audio_lrs2"].default and table["published_audio_lrs3"].unpack
+    net = FakeNet(monkeypatch)
+    net.payloads["1y4O3grI7uwnjN5GIoydrGhyvK63ptLSy"] = zip_bytes({"spk/00001.wav": b"RIFF0000WAVE"})
+    rc, out, _ = run(cfg, "--list")
+    assert rc == 0 and net.calls == []
+    assert "published_audio_lrs2" in out and "published_audio_lrs3" in out
+    rc, out, err = run(cfg, "--only", "published_audio_lrs3")
+    assert rc == 0, err
+    assert net.calls == ["1y4O3grI7uwnjN5GIoydrGhyvK63ptLSy"]
+    assert (tmp_path / "ck/published_audio/LRS3_test/spk/00001.wav").is_file()

@@ -90,7 +90,7 @@ class Oracle:
 
 def _cfg(root: Path, gen: Path, *extra: str):
     return compose_cfg([f"dataset.root={root}", f"evaluate.generated_dir={gen}", "evaluate.progress=false",
-                        "evaluate.device=cpu", *extra])
+                        "evaluate.device=cpu", "evaluate.dnsmos=false", *extra])
 
 
 def test_identical_audio_scores_perfectly(corpus, tmp_path, caplog):
@@ -234,7 +234,8 @@ def test_script_prints_table_and_fails_cleanly(corpus, tmp_path):
     root, wavs = corpus
     gen = make_generated(tmp_path / "gen", wavs)
     r = subprocess.run([sys.executable, "evaluate.py", f"evaluate.generated_dir={gen}", f"dataset.root={root}",
-                        "evaluate.recognizer=none", "evaluate.progress=false", f"hydra.run.dir={tmp_path / 'h'}"],
+                        "evaluate.recognizer=none", "evaluate.progress=false", "evaluate.dnsmos=false",
+                        f"hydra.run.dir={tmp_path / 'h'}"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| metric | value |" in r.stdout and "| clips | 3 |" in r.stdout and "| STOI |" in r.stdout
