@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh Debian/Ubuntu machine (Python 3.11):
 # system packages with apt (only those missing), then requirements.txt with pip.
+#   bash install.sh            # what inference and training need
+#   bash install.sh --tests    # also what the test suite needs (run_tests.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
+pkgs=(espeak-ng ffmpeg libgl1 libglib2.0-0)
+[ "${1:-}" = "--tests" ] && pkgs+=(chromium)
 
 # espeak-ng: synthetic-corpus speech; ffmpeg: command-line video tools (tests);
-# libgl1, libglib2.0-0: shared libraries of OpenCV and MediaPipe; chromium: the browser that
-# tests/test_app.py drives through Playwright (never `playwright install`).
+# libgl1, libglib2.0-0: shared libraries of OpenCV and MediaPipe; chromium (tests only): the
+# browser that tests/test_app.py drives through Playwright (never `playwright install`).
 need=()
-for pkg in espeak-ng ffmpeg libgl1 libglib2.0-0 chromium; do
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

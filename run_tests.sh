@@ -4,5 +4,5 @@
 #   bash run_tests.sh -m slow    # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")"
-bash install.sh
+bash install.sh --tests
 exec python3 -m pytest "$@"
