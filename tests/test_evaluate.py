@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.helpers import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg, run_script_in_process
 from utils.errors import LipVoicerError
 from pipelines.evaluation import ASRRecognizer, build_recognizer, run_evaluation
 
@@ -333,20 +333,12 @@ def test_coverage_counts_the_split_videos_and_n_samples(corpus, tmp_path):
 
 
 def test_script_refuses_partial_coverage_in_one_line(corpus, tmp_path, capsys):
-    import runpy
-
     root, wavs = corpus
     gen = make_generated(tmp_path / "gen", {"spk2/00001": wavs["spk2/00001"]}, with_orphan=False)
-    argv = ["evaluate.py", f"evaluate.generated_dir={gen}", f"dataset.root={root}", "evaluate.recognizer=none",
-            "evaluate.progress=false", f"hydra.run.dir={tmp_path / 'h'}"]
-    old = sys.argv
-    try:
-        sys.argv = argv
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(str(REPO_ROOT / "evaluate.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    assert e.value.code == 1
+    code = run_script_in_process("evaluate.py", [f"evaluate.generated_dir={gen}", f"dataset.root={root}",
+                                                 "evaluate.recognizer=none", "evaluate.progress=false",
+                                                 f"hydra.run.dir={tmp_path / 'h'}"])
+    assert code == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert err[-1].startswith(f"error: {gen}: only 1 of 3 clips of the ground-truth wavs in ")
     assert "evaluate.min_coverage=0" in err[-1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, run_script_in_process
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import generation_overrides, make_synthetic_clips, make_tiny_assets
 from utils.errors import LipVoicerError
@@ -213,8 +213,6 @@ def _copy_corpus(corpus: Path, dst: Path) -> Path:
 def test_failed_clips_end_with_a_summary_and_exit_1(prepared, tmp_path, capsys):
     """A corrupt .npz and a missing mouth-crop file: the other clips are generated, the summary names both
     with their reasons, and the script exits 1 with one line (it used to exit 0 after "2 failed of 4")."""
-    import runpy
-
     from pipelines.split_generation import generate_split, split_failure
 
     _, assets, corpus = prepared
@@ -237,16 +235,10 @@ def test_failed_clips_end_with_a_summary_and_exit_1(prepared, tmp_path, capsys):
     assert split_failure(s) == (f"{run}: 2 of 3 clips not generated; first: test/{ids[0]}: {bad}: mouth crops "
                                 "unreadable (not an .npz archive) (re-running the same command retries them)")
     # the script: the summary on stdout, one error line, exit status 1
-    argv = ["inference_full_test_split.py", *_overrides(assets, data, tmp_path / "o2", "generate.n_samples=2"),
-            f"hydra.run.dir={tmp_path / 'h'}"]
-    old = sys.argv
-    try:
-        sys.argv = argv
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(str(REPO_ROOT / "inference_full_test_split.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    assert e.value.code == 1
+    code = run_script_in_process("inference_full_test_split.py",
+                                 [*_overrides(assets, data, tmp_path / "o2", "generate.n_samples=2"),
+                                  f"hydra.run.dir={tmp_path / 'h'}"])
+    assert code == 1
     out, err = capsys.readouterr()
     assert "rank 0/1: 0 generated, 0 already done, 0 done by another process, 0 without lip-read text, 2 failed" in out
     assert f"  not generated: test/{ids[1]}: {gone}: mouth crops not found" in out

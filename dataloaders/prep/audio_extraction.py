@@ -12,7 +12,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from dataloaders.prep.jobs import prep_settings, run_video_job
+from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.video_io import read_audio
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
@@ -23,16 +23,14 @@ def extract_one(video: str, out: str, prep: dict) -> str | None:
     sr = int(prep.get("sampling_rate", 16000))
     min_seconds = float(prep.get("min_seconds", 1.0))
     out = Path(out)
-    try:
+
+    def work() -> None:
         wav = read_audio(video, sr)
         if len(wav) < min_seconds * sr:
             raise LipVoicerError(f"{video}: audio is {len(wav) / sr:.2f} s long; at least {min_seconds:g} s is needed")
         atomic_write(out, lambda tmp: sf.write(str(tmp), wav, sr, subtype="PCM_16", format="WAV"))
-        return None
-    except LipVoicerError as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001 - a batch job reports the file and goes on
-        return f"{video}: unexpected {type(e).__name__}: {e}"
+
+    return failure_line(video, work)
 
 
 def extract_audio(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, int, int]:

@@ -103,6 +103,17 @@ def run_batch(jobs: list[tuple[str, str]], worker, extra, num_workers: int, desc
     return failed
 
 
+def failure_line(video, work) -> str | None:
+    """Run work(); None when it succeeds, else the one line a batch job logs for this video before going on."""
+    try:
+        work()
+        return None
+    except LipVoicerError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - a batch job reports the file and goes on
+        return f"{video}: unexpected {type(e).__name__}: {e}"
+
+
 def run_video_job(ds_dir, out_dir, split: str | None, prep: dict, suffix: str, worker,
                   desc: str) -> tuple[int, int, int]:
     """(written, skipped, failed): worker over the videos of ds_dir not yet done under out_dir."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dataloaders.prep.face_detection import check_backend, make_detector
-from dataloaders.prep.jobs import prep_settings, run_video_job
+from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.prep.mouth_crop import crop_mouths, load_mean_face
 from dataloaders.video_io import read_video_at_fps
 from utils.errors import LipVoicerError
@@ -121,16 +121,13 @@ def _per_video_bars(prep):
 
 def crop_one(video: str, out: str, cfg) -> str | None:
     """Write the .npz of one video; returns an error line or None."""
-    try:
+    def work() -> None:
         import cv2  # noqa: PLC0415 - OpenCV is loaded by mouth_crop.py only when cropping; here only to pin its threads
 
         cv2.setNumThreads(1)
         save_npz(Path(out), mouth_crops_from_video(video, cfg, progress=_per_video_bars(cfg)))
-        return None
-    except LipVoicerError as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001 - a batch job reports the file and goes on
-        return f"{video}: unexpected {type(e).__name__}: {e}"
+
+    return failure_line(video, work)
 
 
 def extract_mouthcrops(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, int, int]:
