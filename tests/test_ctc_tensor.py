@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.asr.ctc_tensor import ctc_nll
+from models.asr.ctc_tensor import ctc_labels, ctc_nll
 
 
 def _reference(log_probs, in_len, targets, tgt_len):
@@ -40,6 +40,15 @@ def test_value_and_gradient_equal_f_ctc_loss(seed, dtype, tol):
     (gb,) = torch.autograd.grad((ref * w).sum(), b)
     assert torch.isfinite(ga).all()
     assert (ga - gb).abs().max() <= tol * max(1.0, float(gb.abs().max())), float((ga - gb).abs().max())
+
+
+def test_labels_made_once_give_the_same_loss():
+    logits, in_len, targets, tgt_len = _case(3)
+    lp = F.log_softmax(logits, -1)
+    once = ctc_labels(targets, tgt_len)
+    assert torch.equal(ctc_nll(lp, in_len, labels=once), ctc_nll(lp, in_len, targets, tgt_len))
+    assert not torch.equal(ctc_nll(lp, in_len, labels=ctc_labels(targets.flip(1), tgt_len)),
+                           ctc_nll(lp, in_len, targets, tgt_len))
 
 
 def test_impossible_alignment_is_zero_with_zero_gradient():

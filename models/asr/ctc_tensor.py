@@ -22,29 +22,35 @@ _NEG = -1.0e30          # log(0) stand-in: exp() of it is 0, its derivatives sta
 _INFINITE = 1.0e29      # a negative log-likelihood this large means "no alignment"
 
 
-def ctc_nll(log_probs: torch.Tensor, input_lengths: torch.Tensor, targets: torch.Tensor,
-            target_lengths: torch.Tensor, blank: int = 0) -> torch.Tensor:
-    """Per-clip CTC negative log-likelihood (B,), infinite ones set to 0.
-
-    log_probs: (B, T, V) log-softmax outputs (batch first); input_lengths (B,) valid frames;
-    targets (B, S) token ids (padding past target_lengths is ignored); target_lengths (B,).
-    """
-    b, t_max, _ = log_probs.shape
-    dev = log_probs.device
-    targets = targets.long().to(dev)
-    input_lengths = input_lengths.long().to(dev)
-    target_lengths = target_lengths.long().to(dev)
-    s_max = targets.shape[1]
-    n_pos = 2 * s_max + 1
-    # blank-extended labels: blank, y1, blank, y2, ..., y_S, blank
-    ext = torch.full((b, n_pos), blank, dtype=torch.long, device=dev)
+def ctc_labels(targets: torch.Tensor, target_lengths: torch.Tensor, blank: int = 0):
+    """What the recursion needs of the texts alone, made once per batch of texts (not in every sampling
+    step): the blank-extended labels (B, 2S + 1), where a label may be reached from two positions
+    back, and the text lengths."""
+    targets = targets.long()
+    b, s_max = targets.shape
+    ext = torch.full((b, 2 * s_max + 1), blank, dtype=torch.long, device=targets.device)
     if s_max:
         ext[:, 1::2] = targets
     # a label may be reached from two positions back unless it is a blank or repeats that label
-    skip = torch.zeros(b, n_pos, dtype=torch.bool, device=dev)
+    skip = torch.zeros(ext.shape, dtype=torch.bool, device=targets.device)
     if s_max > 1:
         skip[:, 3::2] = targets[:, 1:] != targets[:, :-1]
-    skip[:, 1] = False
+    return ext, skip, target_lengths.long().to(targets.device)
+
+
+def ctc_nll(log_probs: torch.Tensor, input_lengths: torch.Tensor, targets: torch.Tensor | None = None,
+            target_lengths: torch.Tensor | None = None, blank: int = 0, labels=None) -> torch.Tensor:
+    """Per-clip CTC negative log-likelihood (B,), infinite ones set to 0.
+
+    log_probs: (B, T, V) log-softmax outputs (batch first); input_lengths (B,) valid frames;
+    targets (B, S) token ids (padding past target_lengths is ignored); target_lengths (B,);
+    or labels = ctc_labels(targets, target_lengths, blank), made once for many calls.
+    """
+    b, t_max, _ = log_probs.shape
+    dev = log_probs.device
+    ext, skip, target_lengths = labels if labels is not None else ctc_labels(targets.to(dev), target_lengths, blank)
+    input_lengths = input_lengths.long().to(dev)
+    n_pos = ext.shape[1]
     # log p of each extended label at every frame: (B, T, 2S + 1)
     emit = log_probs.gather(2, ext.unsqueeze(1).expand(b, t_max, n_pos))
     neg = torch.full((b, 1), _NEG, dtype=log_probs.dtype, device=dev)

@@ -386,20 +386,21 @@ def ctc_loss(logits: torch.Tensor, out_lengths: torch.Tensor, tokens: torch.Tens
 
 
 def ctc_loss_grad(model: nn.Module, mel: torch.Tensor, lengths: torch.Tensor, diffusion_steps: torch.Tensor,
-                  tokens: torch.Tensor, token_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  tokens: torch.Tensor, token_lengths: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-clip CTC losses (B,) and d loss_b / d mel_b for every clip b, in one batched pass.
 
     The gradient is that of the *sum* of the per-clip losses, so each clip's gradient is
     exactly its gradient alone (clips do not interact in eval mode). For one clip it
     equals the gradient of `ctc_loss` (the reference's batch mean). Model parameters get
     no gradients. The loss is the tensor-operation CTC of models/asr/ctc_tensor.py (equal to
-    F.ctc_loss with zero_infinity, but with no host synchronisation).
+    F.ctc_loss with zero_infinity, but with no host synchronisation); `labels` = ctc_tensor.ctc_labels(tokens,
+    token_lengths), when given, saves rebuilding them in every call.
     """
     with torch.enable_grad():
         x = mel.detach().requires_grad_(True)
         logits, out_lengths = model(x, lengths, diffusion_steps)
         log_probs = F.log_softmax(logits.float(), dim=-1)
-        per_clip = ctc_nll(log_probs, out_lengths, tokens.to(x.device), token_lengths.to(x.device))
+        per_clip = ctc_nll(log_probs, out_lengths, tokens.to(x.device), token_lengths.to(x.device), labels=labels)
         (grad,) = torch.autograd.grad(per_clip.sum(), x)
     return per_clip.detach(), grad
 

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.asr.ctc_tensor import ctc_labels
 from models.asr.model import ctc_loss_grad
 
 # grad_fn(x, lengths, steps (B, 1) float) -> d loss / d x, same shape as x
@@ -68,8 +69,10 @@ def asr_guidance(asr, tokens: torch.Tensor, token_lengths: torch.Tensor, bf16: b
     if bf16:
         asr = bf16_weights(asr)
 
+    labels = ctc_labels(tokens, token_lengths.to(tokens.device))   # the texts' part of CTC, once per batch
+
     def grad_fn(x, lengths, steps):
-        return ctc_loss_grad(asr, x, lengths, steps, tokens, token_lengths)[1]
+        return ctc_loss_grad(asr, x, lengths, steps, tokens, token_lengths, labels=labels)[1]
 
     return grad_fn
 
