@@ -7,6 +7,7 @@
     python download_checkpoints.py --list          # what is present, nothing fetched
     python download_checkpoints.py --all           # also the benchmark-only lip-read texts
     python download_checkpoints.py --dest /data/ckpt   # instead of paths.checkpoints_dir
+    python download_checkpoints.py --face_alignment    # only the weights of prep.detector=face_alignment
 
 The table of assets is configs/assets/published.yaml. Google Drive files are fetched
 with gdown, the lip reader's small public files over HTTPS. Assets already present
@@ -16,6 +17,12 @@ passes the completeness check; zip archives are unpacked the same way. Run it fr
 the repository root: the MelGen checkpoints go to exp/<LRS2|LRS3>/... relative to the
 working directory, where generate.ckpt_path points. Exit code 1 when any asset failed.
 See docs/checkpoints.md.
+
+`--face_alignment` fetches the weights of the face-alignment package (prep.detector=face_alignment,
+dataloaders/prep/fan_landmarks.py): FAN-4 and the face detector of prep.face_alignment_detector,
+with the package's own downloader into torch's hub folder ($TORCH_HOME/hub/checkpoints), where the
+package looks for them. Alone it fetches only those; with --only / --all / --for-inference also the
+assets those select. --for-inference with prep.detector=face_alignment includes them by itself.
 """
 from __future__ import annotations
 
@@ -200,6 +207,49 @@ def fetch_asset(cfg, asset: Asset, force: bool = False, log=print) -> Result:
     return Result(asset.name, "downloaded", target)
 
 
+# ------------------------------------------------------------------ the face-alignment package's weights
+def _wants_face_alignment(cfg, args) -> bool:
+    prep = cfg.get("prep") or {}
+    return bool(getattr(args, "face_alignment", False)) or (
+        bool(getattr(args, "for_inference", False)) and str(prep.get("detector", "")) == "face_alignment")
+
+
+def face_alignment_weights(cfg) -> list[tuple[str, Path]]:
+    """(URL, file) of the weights prep.detector=face_alignment loads: FAN-4 and the face detector named by
+    prep.face_alignment_detector (default sfd), in torch's hub folder."""
+    from dataloaders.prep.fan_landmarks import weight_path, weight_urls
+
+    prep = cfg.get("prep") or {}
+    return [(url, weight_path(url)) for url in weight_urls(str(prep.get("face_alignment_detector", "sfd")))]
+
+
+def fetch_face_alignment(cfg, force: bool = False, log=print) -> list[Result]:
+    """Fetch the face-alignment weights (face_alignment_weights) with the package's downloader; one
+    Result per file, named face_alignment/<file name>."""
+    from dataloaders.prep.fan_landmarks import fetch_weight
+
+    results = []
+    for url, path in face_alignment_weights(cfg):
+        name = f"face_alignment/{path.name}"
+        if path.is_file() and not force:
+            results.append(Result(name, "present", path, "already present"))
+            continue
+        old = path.with_name(path.name + ".old")
+        if path.is_file():  # --force: the old file comes back if the new download fails
+            os.replace(path, old)
+        try:
+            fetch_weight(url, log=log)
+            results.append(Result(name, "downloaded", path))
+        except LipVoicerError as e:
+            results.append(Result(name, "FAILED", path, str(e)))
+        if old.exists():
+            if path.is_file():
+                old.unlink()
+            else:
+                os.replace(old, path)
+    return results
+
+
 # ------------------------------------------------------------------ what one inference run needs
 def inference_files(cfg) -> list[tuple[str, Path]]:
     """(what, path) of every file inference_real_video.py reads with this config: MelGen of dataset.name
@@ -291,6 +341,9 @@ def parse_args(argv=None):
                                    "(default: the config's paths.checkpoints_dir)")
     p.add_argument("--list", action="store_true", help="show every asset and whether it is present; fetch nothing")
     p.add_argument("--force", action="store_true", help="fetch again even when present")
+    p.add_argument("--face_alignment", "--face-alignment", action="store_true",
+                   help="fetch the weights of prep.detector=face_alignment (FAN-4 and the face detector of "
+                        "prep.face_alignment_detector) into torch's hub folder; alone: only those")
     p.add_argument("--for-inference", action="store_true",
                    help="only the assets inference_real_video.py needs with these overrides (MelGen and ASR of "
                         "dataset.name, the ASR only when generate.w_asr > 0, HiFi-GAN, the mean face, the lip "
@@ -314,7 +367,9 @@ def run(cfg, args, out=None, err=None) -> int:
 
     if args.dest:
         cfg = OmegaConf.merge(cfg, {"paths": {"checkpoints_dir": str(args.dest)}})
-    table = asset_table(cfg)
+    only_face_alignment = getattr(args, "face_alignment", False) and not (
+        args.only or args.all or getattr(args, "for_inference", False))
+    table = {} if only_face_alignment else asset_table(cfg)
     if args.only:
         unknown = [n for n in args.only if n not in table]
         if unknown:
@@ -325,11 +380,18 @@ def run(cfg, args, out=None, err=None) -> int:
         print(f"this inference run needs: {', '.join(names) or 'no published asset'}", file=out)
         for note in notes:
             print(f"  also: {note}", file=out)
+    elif only_face_alignment:
+        names = []
     else:
         names = [n for n, a in table.items() if a.default or args.all]
+    face_alignment = _wants_face_alignment(cfg, args)
 
     if args.list:
-        results = survey(cfg, names if getattr(args, "for_inference", False) else table)
+        results = [] if only_face_alignment else survey(
+            cfg, names if getattr(args, "for_inference", False) else table)
+        if face_alignment:
+            results += [Result(f"face_alignment/{path.name}", "present" if path.is_file() else "missing", path)
+                        for _, path in face_alignment_weights(cfg)]
         print(format_table(results), file=out)
         for r in results:
             if r.status == "incomplete":
@@ -345,6 +407,8 @@ def run(cfg, args, out=None, err=None) -> int:
         print(msg, file=out, flush=True)
 
     results = [fetch_asset(cfg, table[n], force=args.force, log=log) for n in names]
+    if face_alignment:
+        results += fetch_face_alignment(cfg, force=args.force, log=log)
     print("", file=out)
     print(format_table(results), file=out)
     failed = [r for r in results if r.status == "FAILED"]

@@ -3,6 +3,10 @@
 # system packages with apt (only those missing), then requirements.txt with pip.
 #   bash install.sh            # what inference and training need
 #   bash install.sh --tests    # also what the test suite needs (run_tests.sh)
+# The optional 68-point landmark backend (prep.detector=face_alignment, docs/data.md) is installed
+# with --tests; users who want it run the same line as below:
+#   pip install --no-deps face-alignment==1.5.0 numba   (numba and llvmlite are already there through librosa)
+# (--no-deps: face-alignment asks for opencv-python, which would replace opencv-contrib-python.)
 set -euo pipefail
 cd "$(dirname "$0")"
 pkgs=(espeak-ng ffmpeg libgl1 libglib2.0-0)
@@ -22,3 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+if [ "${1:-}" = "--tests" ]; then
+  # tests/test_fan_backend.py: the face_alignment backend with stand-in weights (never opencv-python)
+  python3 -m pip install -q --disable-pip-version-check --no-deps face-alignment==1.5.0 numba
+fi

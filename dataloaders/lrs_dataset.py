@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloaders.audio import normalise_mel, read_wav
+from dataloaders.face_image import face_square
 from dataloaders.layout import ClipPaths, list_split_clips
 from dataloaders.text import read_transcript
 from dataloaders.transforms import face_to_tensor, mouth_to_tensor
@@ -98,6 +99,32 @@ def read_video_frame(path: Path, index: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def load_face_track(path: Path) -> tuple[np.ndarray | None, int]:
+    """((T, 4) face boxes, identity frame) that data preparation stores beside the mouth crops
+    (dataloaders/prep/mouthcrops.py), or (None, 0) for crops made without them (whole frames are then used)."""
+    try:
+        with np.load(path) as z:
+            if "face_boxes" not in z.files:
+                return None, 0
+            boxes = np.asarray(z["face_boxes"], dtype=np.float64)
+            frame = int(z["face_frame"]) if "face_frame" in z.files else 0
+    except Exception as e:  # noqa: BLE001
+        raise LipVoicerError(f"{path}: not a readable mouth-crop file ({_why(e)})") from e
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0 or not np.isfinite(boxes).all():
+        raise LipVoicerError(f"{path}: face_boxes must be a finite (T, 4) array, got {boxes.shape}")
+    return boxes, frame
+
+
+def identity_image(clip: ClipPaths, index: int, boxes: np.ndarray | None) -> np.ndarray:
+    """Frame `index` of the clip's video as the identity image: face-centred (dataloaders/face_image.py)
+    when data preparation stored the face boxes, the whole frame otherwise (LRS2/LRS3 frames are
+    face-centred already)."""
+    frame = read_video_frame(clip.video, index)
+    if boxes is None:
+        return frame
+    return face_square(frame, boxes[min(index, len(boxes) - 1)])
+
+
 def check_lengths(clip: ClipPaths, video_frames: int, mel_frames: int, per_frame: int) -> int:
     """Aligned length in video frames; more than one frame of disagreement is an error."""
     mel_video = mel_frames // per_frame
@@ -138,6 +165,29 @@ class MelGenTrainDataset(Dataset):
                                  f"mel (.wav.spec) and mouth crops (.npz); {skipped} incomplete")
         if skipped:
             log.warning("%d of %d clips of split '%s' skipped (incomplete)", skipped, len(clips), split)
+        # train.preload: read every clip once (crops, mel, and its identity frame as the face image, no
+        # other frame) and keep it in memory; for small corpora on few CPU cores (the synthetic recipe),
+        # where decoding a video frame per item dominates. A bad clip still raises when it is used.
+        self.preload = bool(cfg["train"].get("preload", False))
+        self.cache: dict[int, tuple] = {}
+        if self.preload:
+            for i in range(len(self.clips)):
+                try:
+                    self._cached(i)
+                except LipVoicerError:
+                    pass
+            log.info("preloaded %d of %d clips", len(self.cache), len(self.clips))
+
+    def _cached(self, index: int) -> tuple:
+        """(crops, mel, aligned length, identity image) of a clip, read once (train.preload)."""
+        if index not in self.cache:
+            clip = self.clips[index]
+            crops = load_mouth(clip.mouth, self.mouth_size)
+            mel = load_mel(clip.mel, self.n_mels)
+            n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
+            boxes, frame = load_face_track(clip.mouth)
+            self.cache[index] = (crops, mel, n, identity_image(clip, min(frame, n - 1), boxes))
+        return self.cache[index]
 
     def __len__(self):
         return len(self.clips)
@@ -148,9 +198,13 @@ class MelGenTrainDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         rng = random.Random(seed)
         clip = self.clips[index]
-        crops = load_mouth(clip.mouth, self.mouth_size)
-        mel = load_mel(clip.mel, self.n_mels)
-        n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
+        face_image = None
+        if self.preload:
+            crops, mel, n, face_image = self._cached(index)
+        else:
+            crops = load_mouth(clip.mouth, self.mouth_size)
+            mel = load_mel(clip.mel, self.n_mels)
+            n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
         w = self.window
         if n < w:  # short clip: pad video by repeating its last frame, mel with silence
             crops = np.concatenate([crops[:n], np.repeat(crops[n - 1:n], w - n, axis=0)])
@@ -161,12 +215,16 @@ class MelGenTrainDataset(Dataset):
             start = rng.randint(0, n - w)
         mouth = mouth_to_tensor(crops[start:start + w], self.video_cfg, True, rng)
         mel_w = mel[:, start * self.per_frame:(start + w) * self.per_frame]
-        face = face_to_tensor(read_video_frame(clip.video, rng.randint(0, max(n - 1, 0))), self.video_cfg, True, rng)
+        frame_index = rng.randint(0, max(n - 1, 0))
+        if face_image is None:
+            face_image = identity_image(clip, frame_index, load_face_track(clip.mouth)[0])
+        face = face_to_tensor(face_image, self.video_cfg, True, rng)
         return {"mel": normalise_mel(mel_w, self.clamp_min), "mouthroi": mouth, "face_image": face}
 
 
 class MelGenTestDataset(Dataset):
-    """Whole clips: mouth (1, T, 88, 88), face (first frame), normalised mel (80, 4T), wav, text, id."""
+    """Whole clips: mouth (1, T, 88, 88), face (the identity frame, face-centred; see identity_image),
+    normalised mel (80, 4T), wav, text, id."""
 
     def __init__(self, cfg, split: str = "test", clips: list[str] | None = None):
         self.dataset_cfg = cfg["dataset"]
@@ -190,10 +248,11 @@ class MelGenTestDataset(Dataset):
         n = check_lengths(clip, crops.shape[0], mel.shape[1], self.per_frame)
         wav = read_wav(clip.wav, int(self.audio_cfg["sampling_rate"]))
         text = read_transcript(clip.text) if clip.text.is_file() else ""
+        boxes, face_frame = load_face_track(clip.mouth)
         return {
             "id": clip.id,
             "mouthroi": mouth_to_tensor(crops[:n], self.video_cfg, False),
-            "face_image": face_to_tensor(read_video_frame(clip.video, 0), self.video_cfg, False),
+            "face_image": face_to_tensor(identity_image(clip, face_frame, boxes), self.video_cfg, False),
             "mel": normalise_mel(mel[:, :n * self.per_frame], float(self.audio_cfg["clamp_min"])),
             "audio": torch.from_numpy(wav),
             "text": text,

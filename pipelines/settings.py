@@ -12,7 +12,8 @@ Checked (generate.* unless named): w_video >= 0; w_asr >= 0; asr_start an intege
 0 <= asr_start < diffusion.T when w_asr > 0 (guidance acts at steps t <= asr_start);
 diffusion.T an integer >= 1; sampler one of ancestral | ddim | dpm_solver; steps an
 integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_seconds and
-max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused); batch_size an integer >= 1; n_samples
+max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused);
+min_face_fraction in [0, 1]; max_gap_frames null or an integer >= 0; batch_size an integer >= 1; n_samples
 null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
 present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs) true or false.
 """
@@ -104,6 +105,14 @@ def generation_problems(cfg) -> list[str]:
         # a warning, not an error: the length check then names the limit the video breaks
         log.warning("generate.min_seconds=%s is more than generate.max_seconds=%s: every video is refused "
                     "(min_seconds should be <= max_seconds)", get("min_seconds"), get("max_seconds"))
+
+    fraction = _number(get("min_face_fraction", 0.0))
+    if fraction is None or not 0 <= fraction <= 1:
+        bad("generate.min_face_fraction", get("min_face_fraction"),
+            "must be a fraction of frames between 0 and 1 (0 accepts any video with a face in one frame)")
+    gap = get("max_gap_frames")
+    if gap is not None and (_integer(gap) is None or _integer(gap) < 0):
+        bad("generate.max_gap_frames", gap, "must be null (no limit) or an integer number of frames >= 0")
 
     batch = _integer(get("batch_size", 1))
     if batch is None or batch < 1:

@@ -3,11 +3,15 @@
     cfg = compose(...)                           # the project's Hydra config
     out_dir = generate_for_video(cfg)            # <save_dir>/<video name>/
 
-Stages: read the video at 25 fps -> face detection and mouth crops -> text (given, or
-read from the lips) -> guided sampling of the mel -> HiFi-GAN -> outputs. Everything is
-written into a hidden temporary folder beside the final one, which is renamed into
-place only when every file is complete, so a failed run leaves nothing under the final
-name. Problems a user can fix raise LipVoicerError with one line naming the file.
+Stages: the video streamed twice at 25 fps (faces detected and tracked, the chosen face
+checked, then mouth crops and a face-centred identity image; dataloaders/prep/mouthcrops.py)
+-> text (given, or read from the lips) -> guided sampling of the mel -> HiFi-GAN -> outputs.
+How the speech goes back into the video (stream copy or re-encode) is decided before
+sampling. Everything is written into a hidden temporary folder beside the final one, which
+is renamed into place only when every file is complete, so a failed run leaves nothing under
+the final name; when only the final .mp4 cannot be written, the speech (.wav, mel) is kept
+and the run ends with one line saying why. Problems a user can fix raise LipVoicerError with
+one line naming the file.
 """
 from __future__ import annotations
 
@@ -27,16 +31,16 @@ import torch
 
 import soundfile as sf
 
-from dataloaders.prep.mouthcrops import mouth_crops_from_frames, video_frames
+from dataloaders.prep.mouthcrops import FaceLimits, analyse_video
 from dataloaders.text import normalize_text
 from dataloaders.transforms import face_to_tensor, mouth_to_tensor
-from dataloaders.video_io import mux_audio, probe_video, write_video
+from dataloaders.video_io import mux_audio, mux_plan, probe_video, write_video
 from models.vsr.reader import load_lip_reader
 from pipelines.generation import GenerationCore, generation_files
 from pipelines.settings import check_generation_settings
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
-from utils.files import check_writable, output_error, publish_dir
+from utils.files import OutputError, check_writable, output_error, publish_dir
 from utils.plotting import save_mel_png
 
 log = logging.getLogger(__name__)
@@ -111,8 +115,8 @@ def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tupl
 def speech_from_crops(core: GenerationCore, cfg, crops: np.ndarray, face_frame: np.ndarray, text: str,
                       device: torch.device, generator: torch.Generator | None = None,
                       progress: bool = False, callback=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 mouth crops (T, 96, 96) + one RGB frame + text -> (log-mel (80, 4T), 16 kHz audio (640 T,)):
-    the generation core on a batch of one."""
+    """uint8 mouth crops (T, 96, 96) + the identity image (RGB, face-centred) + text -> (log-mel (80, 4T),
+    16 kHz audio (640 T,)): the generation core on a batch of one."""
     mouth = mouth_to_tensor(crops, cfg["video"], train=False).unsqueeze(0).to(device)
     face = face_to_tensor(face_frame, cfg["video"], train=False).unsqueeze(0).to(device)
     mels, audio = core.generate(mouth, face, None, [text], ids=[str(cfg["generate"]["video_path"])],
@@ -126,25 +130,58 @@ def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
 
 
 def write_outputs(tmp_dir: Path, name: str, *, video_path: Path, mel: torch.Tensor, audio: np.ndarray, sr: int,
-                  crops: np.ndarray | None, text: str, fps: float, timer: StageTimer) -> dict[str, str]:
-    """Every output file of one video into tmp_dir; returns {kind: file name}."""
-    files = {"wav": f"{name}.wav", "mel": f"{name}.wav.spec", "mel_png": f"{name}.png", "video": f"{name}.mp4",
-             "text": f"{name}.txt"}
+                  crops: np.ndarray | None, identity: np.ndarray | None, text: str, fps: float, timer: StageTimer,
+                  plan=None) -> tuple[dict[str, str], str | None]:
+    """Every output file of one video into tmp_dir: ({kind: file name}, why the .mp4 with the new speech
+    could not be written or None). The speech files come first and stay when the mux fails."""
+    files = {"wav": f"{name}.wav", "mel": f"{name}.wav.spec", "mel_png": f"{name}.png", "text": f"{name}.txt"}
     with timer("write_audio"):
         _write_wav(tmp_dir / files["wav"], audio, sr)
         torch.save(mel.clone(), tmp_dir / files["mel"])
         (tmp_dir / files["text"]).write_text(text + "\n")
     with timer("write_figures"):
         save_mel_png(mel.numpy(), tmp_dir / files["mel_png"], title=text or None)
+        if identity is not None:
+            files["face"] = f"{name}_face.png"
+            save_image_png(identity, tmp_dir / files["face"])
+    mux_error = None
     with timer("write_videos"):
-        mux_audio(video_path, audio, sr, tmp_dir / files["video"])
         if crops is not None:
             files["mouth_video"] = f"{name}_mouth.mp4"
             write_video(tmp_dir / files["mouth_video"], crops, fps=fps)
-    return files
+        try:
+            mux_audio(video_path, audio, sr, tmp_dir / f"{name}.mp4", plan=plan)
+            files["video"] = f"{name}.mp4"
+        except OutputError:
+            raise  # disk full, ...: every output is lost alike; generate_for_video names the output folder
+        except LipVoicerError as e:
+            mux_error = str(e)
+    return files, mux_error
+
+
+def save_image_png(rgb: np.ndarray, path: Path) -> None:
+    import cv2  # noqa: PLC0415 - OpenCV comes with the mouth cropping that made the image
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+        raise OSError(f"{path}: cannot write the image")
 
 
 # ----------------------------------------------------------------------------- the job
+def output_video_plan(video_path: Path, out_path: Path):
+    """How the new speech will go into a copy of the video (stream copy, or re-encoding the video to
+    H.264), decided before any sampling; None (with a warning) when no .mp4 can be written, in which case
+    the speech files are still written."""
+    try:
+        plan = mux_plan(video_path, out_path)
+    except LipVoicerError as e:
+        log.warning("%s; no .mp4 with the new speech will be written (the .wav will)", e)
+        return None
+    if not plan.copy_video:
+        log.info("%s: its video stream (%s) cannot be copied into an .mp4: it will be re-encoded to H.264",
+                 video_path, plan.video_codec)
+    return plan
+
+
 def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -> Path:
     """Run the whole job for cfg.generate.video_path; returns the output folder (the models are
     loaded here unless a loaded GenerationCore is passed). on_stage(name, fraction): called as each
@@ -177,14 +214,18 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
     generation_files(cfg, lip_reading=given is None or not str(given).strip())
     check_video_length(video_path, gen)
     stage("read_video", 0.0)
-    with timer("read_video"):  # stops at generate.max_seconds when the header gives no duration (raw .h264)
-        frames = video_frames(video_path, prep, max_seconds=float(gen["max_seconds"]),
-                              limit_name="generate.max_seconds", progress=progress)
     stage("mouth_crops", 0.0)
-    detection: dict = {}
-    with timer("mouth_crops"):
-        crops = mouth_crops_from_frames(frames, cfg["prep"], source=str(video_path), progress=progress,
-                                        stats=detection)
+    limits = FaceLimits(float(gen["min_face_fraction"]), None if gen["max_gap_frames"] is None else
+                        int(gen["max_gap_frames"]), prep.get("max_mouth_upscale"), prefix="generate")
+    with timer("mouth_crops"):  # decoding stops at generate.max_seconds when the header gives no duration (raw .h264)
+        faces = analyse_video(video_path, prep, limits=limits, identity_size=int(cfg["video"]["face_size"]),
+                              max_seconds=float(gen["max_seconds"]), limit_name="generate.max_seconds",
+                              progress=progress)
+    crops = faces.crops
+    plan = output_video_plan(video_path, save_dir / f"{name}.mp4")  # how the speech goes into the video, now
+    log.info("face found in %d of %d frames (%.0f %%), longest gap %d frames; identity image from frame %d",
+             faces.stats["frames_with_face"], faces.stats["frames"], 100 * faces.stats["face_fraction"],
+             faces.stats["longest_gap_frames"], faces.identity_frame)
     stage("text", 0.0)
     with timer("text"):
         text, text_source = read_text(cfg, crops, device, str(video_path))
@@ -198,7 +239,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
     n_steps = core.sampler.steps if core.sampler.name != "ancestral" else core.sampler.schedule.T
     stage("sampling", 0.0)
     with timer("sampling"):
-        mel, audio = speech_from_crops(core, cfg, crops, frames[0], text, device, generator, progress,
+        mel, audio = speech_from_crops(core, cfg, crops, faces.identity, text, device, generator, progress,
                                        callback=None if on_stage is None else
                                        lambda i, t, x: stage("sampling", min(1.0, (i + 1) / n_steps)))
     stage("write_outputs", 0.0)
@@ -207,17 +248,20 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=save_dir))
     try:
-        files = write_outputs(tmp_dir, name, video_path=video_path, mel=mel, audio=audio_np, sr=sr,
-                              crops=crops if gen.get("save_mouth_video", True) else None, text=text, fps=fps,
-                              timer=timer)
+        files, mux_error = write_outputs(tmp_dir, name, video_path=video_path, mel=mel, audio=audio_np, sr=sr,
+                                         crops=crops if gen.get("save_mouth_video", True) else None,
+                                         identity=faces.identity, text=text, fps=fps, timer=timer, plan=plan)
         report = {
             "video": str(video_path.resolve()),
-            "frames_25fps": int(len(frames)),
-            "seconds": round(len(frames) / fps, 3),
+            "frames_25fps": int(len(crops)),
+            "seconds": round(len(crops) / fps, 3),
             "audio_seconds": round(len(audio_np) / sr, 3),
             "text": text,
             "text_source": text_source,
-            "face_detection": detection,
+            "face_detection": faces.stats,
+            "output_video": {"error": mux_error, **({} if plan is None else {
+                "copy_video": plan.copy_video, "video_codec": plan.video_codec, "out_codec": plan.out_codec,
+                "rotation": plan.rotation, "plan": plan.reason})},
             "device": str(device),
             "settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                          for k, v in dict(gen).items()},
@@ -236,6 +280,9 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
         if err is not None:
             raise err from e
         raise
+    if mux_error is not None:
+        raise LipVoicerError(f"{mux_error}; the generated speech is kept: {final_dir / files['wav']} "
+                             f"(and its mel), without {name}.mp4")
     stage("done", 1.0)
     log.info("wrote %s (%s)", final_dir, ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
     return final_dir

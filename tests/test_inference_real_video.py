@@ -54,7 +54,7 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
     out = save_dir / video.stem
     name = video.stem
     assert sorted(p.name for p in save_dir.iterdir()) == [name], "temporary folders left behind"
-    expected = {f"{name}{s}" for s in (".wav", ".wav.spec", ".png", ".mp4", "_mouth.mp4", ".txt", ".json")}
+    expected = {f"{name}{s}" for s in (".wav", ".wav.spec", ".png", ".mp4", "_mouth.mp4", "_face.png", ".txt", ".json")}
     assert {p.name for p in out.iterdir()} == expected
 
     _, fps, n_frames = _streams(video)
@@ -83,7 +83,7 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
     assert report["text"] == TEXT and report["text_source"] == "generate.text"
     assert report["frames_25fps"] == n_frames and report["device"] == "cpu"
     assert report["settings"]["w_video"] == 2.0 and report["settings"]["w_asr"] == 1.5
-    assert {"read_video", "mouth_crops", "text", "load_models", "sampling", "write_videos"} <= set(report["timings_s"])
+    assert {"mouth_crops", "text", "load_models", "sampling", "write_videos"} <= set(report["timings_s"])
     assert report["versions"]["torch"] == torch.__version__
     assert set(report["checkpoints"]) == {"melgen", "vocoder", "asr", "tokenizer"}
 

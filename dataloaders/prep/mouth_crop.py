@@ -176,6 +176,50 @@ def warp_patch(grey: np.ndarray, m: np.ndarray, x0: int, y0: int, size: int,
     return out
 
 
+class MouthCropper:
+    """Crops one frame at a time (so that a video can be streamed: only the crops are kept).
+
+        cropper = MouthCropper(mean_face, n_points=4)
+        crop = cropper(frame, smoothed_landmarks_of_that_frame)   # (crop_size, crop_size) uint8
+        cropper.scales                                            # source -> warp scale per frame so far
+    """
+
+    def __init__(self, mean_face: np.ndarray, n_points: int, crop_size: int = 96, warp_size: int = WARP_SIZE,
+                 source: str = "clip"):
+        self.target = reference_points(mean_face, n_points).astype(np.float64)
+        self.stable, self.mouth = _stable_and_mouth(n_points)
+        self.n_points, self.crop_size, self.warp_size, self.source = n_points, crop_size, warp_size, source
+        self.scales: list[float] = []  # > 1: the face is magnified to reach the mean face's size
+
+    def __call__(self, frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        cv2 = _cv2()
+        i = len(self.scales)
+        if lm.shape != (self.n_points, 2):
+            raise LipVoicerError(f"{self.source}: landmarks differ in shape between frames")
+        grey = _to_grey(np.asarray(frame))
+        m, _ = cv2.estimateAffinePartial2D(lm[self.stable], self.target, method=cv2.LMEDS)
+        if m is None:
+            raise LipVoicerError(f"{self.source}: frame {i}: cannot fit a similarity transform to the landmarks")
+        self.scales.append(float(np.hypot(m[0, 0], m[1, 0])))
+        centre = (lm @ m[:, :2].T + m[:, 2])[self.mouth].mean(axis=0)
+        half = self.crop_size // 2
+        x0, y0 = int(round(float(centre[0]) - half)), int(round(float(centre[1]) - half))
+        return warp_patch(grey, m, x0, y0, self.crop_size, self.warp_size)
+
+
+def prepare_landmarks(landmarks: Sequence[np.ndarray | None], window: int = 12,
+                      source: str = "clip") -> list[np.ndarray]:
+    """Steps 1-2 above: gaps interpolated, then smoothed; a LipVoicerError when no frame has a face."""
+    if len(landmarks) == 0:
+        raise LipVoicerError(f"{source}: no frames")
+    lms = fill_missing(landmarks)
+    if lms is None:
+        raise LipVoicerError(f"{source}: no face detected in any frame")
+    if any(lm.shape != lms[0].shape for lm in lms):
+        raise LipVoicerError(f"{source}: landmarks differ in shape between frames")
+    return smooth_landmarks(lms, window)
+
+
 def crop_mouths(frames: np.ndarray | Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None],
                 mean_face: np.ndarray, crop_size: int = 96, window: int = 12,
                 warp_size: int = WARP_SIZE, source: str = "clip", progress=False) -> np.ndarray:
@@ -185,30 +229,13 @@ def crop_mouths(frames: np.ndarray | Sequence[np.ndarray], landmarks: Sequence[n
     (68, 2) or (4, 2) pixel coordinates (x, y), or None for frames without a face.
     progress: a bar over the frames (dataloaders.video_io.frame_bar).
     """
-    cv2 = _cv2()
     if len(frames) != len(landmarks):
         raise LipVoicerError(f"{source}: {len(frames)} frames but {len(landmarks)} landmark entries")
-    if len(frames) == 0:
-        raise LipVoicerError(f"{source}: no frames")
-    lms = fill_missing(landmarks)
-    if lms is None:
-        raise LipVoicerError(f"{source}: no face detected in any frame")
-    n_points = lms[0].shape[0]
-    if any(lm.shape != (n_points, 2) for lm in lms):
-        raise LipVoicerError(f"{source}: landmarks differ in shape between frames")
-    target = reference_points(mean_face, n_points).astype(np.float64)
-    stable, mouth = _stable_and_mouth(n_points)
-    smoothed = smooth_landmarks(lms, window)
+    smoothed = prepare_landmarks(landmarks, window, source)
+    cropper = MouthCropper(mean_face, smoothed[0].shape[0], crop_size, warp_size, source)
     out = np.empty((len(frames), crop_size, crop_size), dtype=np.uint8)
     with frame_bar(len(frames), "mouth cropping", progress) as bar:
         for i, (frame, lm) in enumerate(zip(frames, smoothed)):
-            grey = _to_grey(np.asarray(frame))
-            m, _ = cv2.estimateAffinePartial2D(lm[stable], target, method=cv2.LMEDS)
-            if m is None:
-                raise LipVoicerError(f"{source}: frame {i}: cannot fit a similarity transform to the landmarks")
-            centre = (lm @ m[:, :2].T + m[:, 2])[mouth].mean(axis=0)
-            half = crop_size // 2
-            x0, y0 = int(round(float(centre[0]) - half)), int(round(float(centre[1]) - half))
-            out[i] = warp_patch(grey, m, x0, y0, crop_size, warp_size)
+            out[i] = cropper(frame, lm)
             bar.update(1)
     return out
