@@ -186,3 +186,44 @@ def test_speech_is_kept_when_the_final_mux_fails(faces, assets, tmp_path, monkey
     assert (out / "clip.wav").is_file() and (out / "clip.wav.spec").is_file() and not (out / "clip.mp4").exists()
     report = json.loads((out / "clip.json").read_text())
     assert report["output_video"]["error"].endswith("(stand-in failure)") and "video" not in report["files"]
+
+
+def test_phone_video_with_rotation_metadata_is_cropped_upright(faces, tmp_path):
+    """A phone stores its frames sideways with a display rotation: decoded upright (the frames' shape is the
+    displayed one), the face is found in every frame, and the crops match those of the upright clip."""
+    import shutil
+    import subprocess
+
+    from dataloaders.prep.mouthcrops import analyse_video
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("the ffmpeg command is needed to write rotation metadata")
+    sideways = np.ascontiguousarray(np.rot90(faces[:30], -1, axes=(1, 2)))  # stored turned clockwise
+    stored = _clip(tmp_path, "stored", sideways)
+    phone = tmp_path / "phone.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(stored), "-c", "copy", "-metadata:s:v", "rotate=90",
+                    str(phone)], check=True)
+    result = analyse_video(phone, _prep(), identity_size=224)
+    upright = analyse_video(_clip(tmp_path, "upright", faces[:30]), _prep())
+    assert result.stats["face_fraction"] == 1.0
+    diff = np.abs(result.crops.astype(int) - upright.crops.astype(int))
+    assert np.median(diff) <= 3, np.median(diff)  # the same crops, up to the two encodings
+    # the identity image is upright too (the crops alone would not show it: the alignment turns a sideways face)
+    from dataloaders.prep.face_detection import make_detector
+
+    kp = make_detector(_prep()).detect_frame(result.identity)[0].keypoints  # right eye, left eye, nose, mouth
+    eyes_y, mouth_y = (kp[0, 1] + kp[1, 1]) / 2, kp[3, 1]
+    assert mouth_y - eyes_y > 20 and abs(kp[1, 0] - kp[0, 0]) > abs(kp[1, 1] - kp[0, 1]), kp
+
+
+def test_streamed_passes_show_bars_with_frame_rates(faces, tmp_path, capsys):
+    from dataloaders.prep.mouthcrops import analyse_video
+
+    path = _clip(tmp_path, "clip", faces[:30])
+    analyse_video(path, _prep(), progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    for stage in ("decode", "face detection", "mouth cropping"):
+        line = [x for x in err if x.startswith(stage)]
+        assert line and "30/30" in line[-1] and "frame/s" in line[-1], (stage, err)
+    analyse_video(path, _prep(), progress=False)
+    assert capsys.readouterr().err == ""
