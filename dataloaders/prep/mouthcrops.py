@@ -39,6 +39,7 @@ from dataloaders.face_image import face_square
 from dataloaders.prep.face_detection import check_backend, make_detector
 from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_boxes, track_landmarks, track_summary,
                                             tracking_settings)
+from dataloaders.prep.fan_landmarks import fetch_weights
 from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.prep.mouth_crop import MouthCropper, fill_missing, load_mean_face, prepare_landmarks
 from dataloaders.video_io import frame_bar, iter_video_frames, open_video_stream, read_video_at_fps
@@ -331,4 +332,6 @@ def extract_mouthcrops(ds_dir, out_dir, split: str | None, cfg) -> tuple[int, in
     prep = prep_settings(cfg)
     _mean_face(prep)  # a missing mean face or detector package stops the job before it starts
     check_backend(str(prep.get("detector", "mediapipe")))
+    if str(prep.get("detector")) == "face_alignment":  # weights fetched once here, not by every worker at once
+        fetch_weights(str(prep.get("face_alignment_detector", "sfd")))
     return run_video_job(ds_dir, out_dir, split, prep, ".npz", crop_one, "mouth crops")
