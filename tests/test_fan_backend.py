@@ -127,8 +127,8 @@ def test_fan_backend_finds_one_face_with_68_points(weights, offline, monkeypatch
     tracks = build_tracks([faces, [], faces])
     landmarks = track_landmarks(choose_track(tracks), 3)
     assert len(tracks) == 1 and [None if k is None else k.shape for k in landmarks] == [(68, 2), None, (68, 2)]
-    again = det.detect_video([frame])
-    assert len(again) == 1 and np.array_equal(again[0], face.keypoints)   # deterministic
+    again = det.detect_frame(frame)
+    assert len(again) == 1 and np.array_equal(again[0].keypoints, face.keypoints)   # deterministic
     det.close()
     assert offline == []   # nothing was downloaded
 
@@ -146,7 +146,7 @@ def test_fan_backend_without_a_face(weights, offline, monkeypatch, tmp_path):
     frame = np.full((64, 64, 3), 100, np.uint8)
     for name in ("sfd", "retinaface"):
         det = FaceAlignmentDetector(device="cpu", face_detector=name)
-        assert det.detect_frame(frame) == [] and det.detect_video([frame]) == [None]
+        assert det.detect_frame(frame) == []
     assert offline == []
 
 

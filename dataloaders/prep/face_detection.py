@@ -19,9 +19,9 @@ Three backends, chosen by `prep.detector` (docs/data.md, "Face detector backends
   install them.
 
 `detector.detect_frame(rgb)` returns every face of one frame; dataloaders/prep/face_tracking.py
-links them into tracks over a clip and keeps one. The older `detect_video` keeps the largest
-face per frame (a frame without a face gives None); for MediaPipe it runs the full-range
-model over the clip and the short-range one only when the first found no face at all.
+links them into tracks over a clip and keeps one. MediaPipeDetector.detect_video keeps the
+previous rule, for comparison only: the full-range model over the clip, the short-range one only
+when the first found no face at all, the largest face per frame (None without one).
 """
 from __future__ import annotations
 
@@ -253,15 +253,6 @@ class RetinaFaceFANDetector:
         """Every face in one uint8 RGB frame."""
         return self.detect_image(rgb)
 
-    def detect_video(self, frames, progress=False) -> list[np.ndarray | None]:
-        out = []
-        with frame_bar(len(frames), "face detection", progress) as bar:
-            for frame in frames:
-                face = largest(self.detect_image(frame))
-                out.append(None if face is None else face.keypoints)
-                bar.update(1)
-        return out
-
     def close(self) -> None:
         pass
 
@@ -293,7 +284,7 @@ def _unknown(name: str) -> str:
 
 def make_detector(prep_cfg):
     """The detector named by prep.detector (mediapipe | face_alignment | retinaface_fan): an object with
-    n_points, detect_frame(rgb) -> list[Face], detect_video(frames) and close()."""
+    n_points, detect_frame(rgb) -> list[Face] and close()."""
     name = str(prep_cfg.get("detector", "mediapipe"))
     if name == "mediapipe":
         return MediaPipeDetector(float(prep_cfg.get("min_detection_confidence", 0.5)))

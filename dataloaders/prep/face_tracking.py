@@ -180,24 +180,23 @@ def choose_track(tracks: list[Track], rule: str = "longest", index: int | None =
     return chosen
 
 
-def track_landmarks(track: Track | None, n_frames: int) -> list[np.ndarray | None]:
-    """Per frame the keypoints of `track` only, None in frames where it has no detection."""
+def _per_frame(track: Track | None, n_frames: int, attribute: str) -> list[np.ndarray | None]:
     out: list[np.ndarray | None] = [None] * int(n_frames)
     if track is not None:
         for t, face in zip(track.frames, track.faces):
             if 0 <= t < n_frames:
-                out[t] = face.keypoints
+                out[t] = getattr(face, attribute)
     return out
+
+
+def track_landmarks(track: Track | None, n_frames: int) -> list[np.ndarray | None]:
+    """Per frame the keypoints of `track` only, None in frames where it has no detection."""
+    return _per_frame(track, n_frames, "keypoints")
 
 
 def track_boxes(track: Track | None, n_frames: int) -> list[np.ndarray | None]:
     """Per frame the box of `track` only (x0, y0, x1, y1), None where it has no detection."""
-    out: list[np.ndarray | None] = [None] * int(n_frames)
-    if track is not None:
-        for t, face in zip(track.frames, track.faces):
-            if 0 <= t < n_frames:
-                out[t] = face.box
-    return out
+    return _per_frame(track, n_frames, "box")
 
 
 def track_summary(tracks: list[Track], chosen: Track | None, n_frames: int | None = None) -> dict:

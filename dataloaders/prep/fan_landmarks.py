@@ -33,8 +33,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from dataloaders.prep.face_detection import FACE_ALIGNMENT_INSTALL, Face, largest
-from dataloaders.video_io import frame_bar
+from dataloaders.prep.face_detection import FACE_ALIGNMENT_INSTALL, Face
 from utils.errors import LipVoicerError
 
 # prep.face_alignment_detector -> the package's detector module, and the keyword of its score threshold
@@ -159,16 +158,6 @@ class FaceAlignmentDetector:
 
     def detect_image(self, rgb: np.ndarray) -> list[Face]:
         return self.detect_frame(rgb)
-
-    def detect_video(self, frames, progress=False) -> list[np.ndarray | None]:
-        """(68, 2) landmarks of the largest face per frame (None without a face)."""
-        out = []
-        with frame_bar(len(frames), "face detection", progress) as bar:
-            for frame in frames:
-                face = largest(self.detect_frame(frame))
-                out.append(None if face is None else face.keypoints)
-                bar.update(1)
-        return out
 
     def close(self) -> None:
         self._fa = None
