@@ -9,7 +9,9 @@
 # 2. guided sampling (benchmarks/bench_sampling.py): one 3 s clip, one 8 s clip and a batch of
 #    32 three-second clips, ancestral 400 steps and DPM-Solver++ 25 steps, both guidances, each
 #    against the reference-style path in the same run where it fits the time;
-# 3. MelGen training steps (benchmarks/bench_train.py), with and without loading from disk
+# 3. length buckets (benchmarks/bench_buckets.py): a 2.3 s clip padded to its 3 s bucket, the
+#    sampling time per step unpadded and padded and how much the output changes;
+# 4. MelGen training steps (benchmarks/bench_train.py), with and without loading from disk
 #    (a small random corpus written here first).
 # Writes <name>.json per benchmark, summary.json and summary.md (one dated table) into OUT_DIR
 # (default benchmarks/results/gpu_check_<date>). Python packages the GPU machine lacks travel as
@@ -25,7 +27,7 @@ PY=${PYTHON:-python3}
 
 echo "== tests marked cuda"
 set +e
-$PY -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$OUT/tests_cuda.log"
+$PY -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py tests/test_buckets.py 2>&1 | tee "$OUT/tests_cuda.log"
 rc=${PIPESTATUS[0]}
 set -e
 # 5 = no test collected / all deselected: not a failure of this script
@@ -40,6 +42,9 @@ if [ $TINY = 1 ]; then
   $PY benchmarks/bench_sampling.py $S --seconds 0.4 --batch 1 --out "$OUT/sampling_1x3s.json"
   $PY benchmarks/bench_sampling.py $S --seconds 0.8 --batch 1 --no-reference --out "$OUT/sampling_1x8s.json"
   $PY benchmarks/bench_sampling.py $S --seconds 0.4 --batch 2 --out "$OUT/sampling_32x3s.json"
+  echo "== length buckets (tiny)"
+  $PY benchmarks/bench_buckets.py --device cpu --model tiny --T 4 --repeats 1 --seconds 0.3 --bucket 10 \
+      --out "$OUT/buckets.json"
   echo "== training (tiny)"
   $PY benchmarks/bench_train.py --tiny --device cpu --iters 1 --repeats 1 --batch 2 --workers 0 \
       --data-root "$CORPUS" --out "$OUT/train.json"
@@ -49,6 +54,9 @@ else
   $PY benchmarks/bench_sampling.py $S --seconds 3 --batch 1 --out "$OUT/sampling_1x3s.json"
   $PY benchmarks/bench_sampling.py $S --seconds 8 --batch 1 --no-reference --out "$OUT/sampling_1x8s.json"
   $PY benchmarks/bench_sampling.py $S --seconds 3 --batch 32 --ref-clips 1 --out "$OUT/sampling_32x3s.json"
+  echo "== length buckets"
+  $PY benchmarks/bench_buckets.py --device cuda --model published --T 400 --sampler dpm_solver --steps 25 \
+      --repeats 3 --seconds 2.3 --bucket 25 --full-vocoder --out "$OUT/buckets.json"
   echo "== training"
   $PY benchmarks/bench_train.py --device cuda --iters 20 --repeats 2 --workers 8 --data-root "$CORPUS" \
       --out "$OUT/train.json"

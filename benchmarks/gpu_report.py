@@ -31,10 +31,12 @@ def summarise(folder: Path) -> dict:
     lines = [f"# GPU check, {meta.get('date', '?')[:10]}: {meta.get('device', '?')}, torch {meta.get('torch', '?')}", ""]
     for run in runs:
         m = run["meta"]
-        setting = ", ".join(f"{k} {m[k]}" for k in ("model", "batch", "seconds", "T", "w_asr") if k in m)
-        lines += [f"## {run['benchmark']} ({setting})", "", "| " + " | ".join(COLUMNS[1:]) + " |",
-                  "|" + "---|" * (len(COLUMNS) - 1)]
-        lines += ["| " + " | ".join(fmt_cell(r.get(c)) for c in COLUMNS[1:]) + " |" for r in run["rows"]]
+        setting = ", ".join(f"{k} {m[k]}" for k in ("model", "batch", "seconds", "T", "sampler", "w_asr") if k in m)
+        # rows with a `path` (sampling, training) share the columns; others (bench_buckets.py) keep their own
+        cols = list(COLUMNS[1:]) if all("path" in r for r in run["rows"]) else list(dict.fromkeys(
+            k for r in run["rows"] for k in r))
+        lines += [f"## {run['benchmark']} ({setting})", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(fmt_cell(r.get(c)) for c in cols) + " |" for r in run["rows"]]
         lines.append("")
     summary = {"meta": meta, "runs": runs}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

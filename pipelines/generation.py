@@ -8,6 +8,14 @@
 `generate` does, for a batch of clips: tokenise the guiding texts -> the ASR-gradient
 guidance -> sample the normalised mel with the configured sampler -> denormalise ->
 vocode. A single video is a batch of one.
+
+Length buckets (`generate.bucket_frames`, `bucket_frames` here): the batch's video is padded
+(zero frames) up to the next multiple of the bucket, each clip keeping its real length in the
+sampler's masks, and the outputs are cut back. Every batch of a bucket then has one shape, so
+the sampler's captured CUDA-graph steps (models/diffusion/graphs.py) are made once per bucket
+and replayed for every later batch of it; the guiding texts are padded to a multiple of
+TOKEN_BUCKET tokens for the same reason. "auto" pads only where steps are captured (CUDA with
+cuda_graphs); 0 / None never pads.
 """
 from __future__ import annotations
 
@@ -31,6 +39,23 @@ from utils.assets import find_asset_for_path, missing_asset_error
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
+
+AUTO_BUCKET_FRAMES = 25   # generate.bucket_frames=auto on CUDA with graphs: 1 s buckets (25 video frames)
+TOKEN_BUCKET = 32          # guiding texts padded to a multiple of this many tokens (ignored past each length)
+
+
+def bucket_setting(value) -> int | str:
+    """generate.bucket_frames as GenerationCore takes it: "auto", or video frames (0 = no padding)."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return int(value)
+
+
+def bucketed(frames: int, bucket: int) -> int:
+    """`frames` rounded up to a multiple of `bucket` (unchanged for bucket <= 0)."""
+    return -(-int(frames) // bucket) * bucket if bucket > 0 else int(frames)
 
 
 def require_file(cfg, path, what: str, alternative: str = "") -> Path:
@@ -101,6 +126,7 @@ class GenerationCore:
     clamp_min: float
     peak_scale: float
     files: dict = field(default_factory=dict)
+    bucket_frames: int | str = 0   # "auto" or video frames per length bucket (0: no padding); see module doc
 
     @classmethod
     def load(cls, cfg, device: torch.device) -> "GenerationCore":
@@ -113,7 +139,16 @@ class GenerationCore:
         return cls(melgen=load_melgen(files["melgen"], cfg, device), vocoder=load_vocoder(files["vocoder"], cfg, device),
                    sampler=build_sampler(cfg, build_schedule(cfg, device)), asr=asr, tokenizer=tokenizer,
                    asr_cfg=cfg["asr"], clamp_min=float(cfg["audio"]["clamp_min"]),
-                   peak_scale=float(cfg["vocoder"]["peak_scale"]), files=files)
+                   peak_scale=float(cfg["vocoder"]["peak_scale"]), files=files,
+                   bucket_frames=bucket_setting(cfg["generate"].get("bucket_frames", 0)))
+
+    def bucket(self, device) -> int:
+        """Video frames per length bucket on `device` (0: no padding); "auto" pads where steps are
+        captured as CUDA graphs (CUDA with cuda_graphs) and not elsewhere (eager steps gain nothing)."""
+        if self.bucket_frames == "auto":
+            captured = torch.device(device).type == "cuda" and self.sampler.cuda_graphs
+            return AUTO_BUCKET_FRAMES if captured else 0
+        return max(int(self.bucket_frames or 0), 0)
 
     def guidance_gradient(self, texts: Sequence[str | None], lengths: torch.Tensor, ids: Sequence[str], device):
         """The ASR guidance of a batch (None when there is no ASR, or no clip has a text to guide with)."""
@@ -125,16 +160,15 @@ class GenerationCore:
         if not any(tok):
             log.warning("no text to guide with: sampling without ASR guidance")
             return None
-        tokens = torch.zeros(len(tok), max(len(t) for t in tok), dtype=torch.long)
+        # padded to a multiple of TOKEN_BUCKET (the padding is ignored): batches of a length bucket then
+        # share one shape, and with it the sampler's captured steps
+        tokens = torch.zeros(len(tok), bucketed(max(len(t) for t in tok), TOKEN_BUCKET), dtype=torch.long)
         for i, t in enumerate(tok):
             tokens[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-        grad_fn = asr_guidance(self.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device),
-                               bf16=self.sampler.bf16)
-        if all(tok):
-            return grad_fn
         # a clip without text gets no ASR term (its gradient is zero), as a single clip without text
         has_text = torch.tensor([1.0 if t else 0.0 for t in tok], device=device).view(-1, 1, 1)
-        return lambda x, lens, steps: grad_fn(x, lens, steps) * has_text
+        return asr_guidance(self.asr, tokens.to(device), torch.tensor([len(t) for t in tok], device=device),
+                            bf16=self.sampler.bf16, keep=has_text)
 
     def generate(self, mouthroi: torch.Tensor, face_image: torch.Tensor, lengths: torch.Tensor | None,
                  texts: Sequence[str | None], ids: Sequence[str] | None = None,
@@ -146,15 +180,27 @@ class GenerationCore:
 
         The noise comes from `generator` (one stream for the batch) or from `generators` (one per clip:
         each clip's noise then depends only on its own generator; see Sampler.sample). callback(i, t, x):
-        called after each sampling step (Sampler.sample)."""
+        called after each sampling step (Sampler.sample), with x padded to the length bucket.
+
+        With length buckets (self.bucket(device) > 0) the video is padded with zero frames to the next
+        bucket multiple for sampling; the outputs have the batch's own length. Per-clip generators (and
+        `generator` for a batch of one) draw each clip's noise for its own frames, the same noise as
+        without padding; `generator` for a larger batch draws for the padded shape (other noise)."""
         device = mouthroi.device
-        b = mouthroi.shape[0]
-        full = torch.full((b,), mouthroi.shape[2] * self.melgen.upsample_factor, dtype=torch.long)
+        b, _, frames = mouthroi.shape[:3]
+        full = torch.full((b,), frames * self.melgen.upsample_factor, dtype=torch.long)
         lengths = full if lengths is None else lengths
         ids = list(ids) if ids is not None else [f"clip {i}" for i in range(b)]
         grad_fn = self.guidance_gradient(texts, lengths, ids, device)
+        padded = bucketed(frames, self.bucket(device))
+        if padded > frames:
+            mouthroi = torch.nn.functional.pad(mouthroi, (0, 0, 0, 0, 0, padded - frames))
+            if b == 1 and generator is not None and generators is None:
+                # one clip's stream drawn for its own frames only: the noise of unpadded sampling
+                generator, generators = None, [generator]
         x = self.sampler.sample(self.melgen, mouthroi, face_image, grad_fn=grad_fn, lengths=lengths.to(device),
                                 generator=generator, generators=generators, progress=progress, callback=callback)
+        x = x[..., :frames * self.melgen.upsample_factor]
         mels = denormalise_mel(x.float(), self.clamp_min)
         audio = vocode(self.vocoder, mels, lengths=lengths, peak_scale=self.peak_scale)
         return mels, audio

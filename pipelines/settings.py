@@ -117,6 +117,10 @@ def generation_problems(cfg) -> list[str]:
     batch = _integer(get("batch_size", 1))
     if batch is None or batch < 1:
         bad("generate.batch_size", get("batch_size"), "must be an integer >= 1")
+    bucket = get("bucket_frames")
+    bucket_n = _integer(bucket)
+    if bucket is not None and str(bucket).strip().lower() != "auto" and (bucket_n is None or bucket_n < 0):
+        bad("generate.bucket_frames", bucket, "must be auto, null or 0 (no padding), or a number of video frames >= 1")
     n_samples = get("n_samples")
     if n_samples is not None and (_integer(n_samples) is None or _integer(n_samples) < 1):
         bad("generate.n_samples", n_samples, "must be null (every clip) or an integer >= 1")

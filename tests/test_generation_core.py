@@ -46,11 +46,11 @@ def test_a_clip_without_text_gets_no_asr_term(monkeypatch):
 
     seen = {}
 
-    def fake_guidance(asr, tokens, token_lengths):
-        seen["tokens"] = tokens
-        return lambda x, lengths, steps: torch.ones_like(x)
+    def fake_guidance(asr, tokens, token_lengths, bf16=False, keep=None):
+        seen["tokens"], seen["lengths"] = tokens, token_lengths
+        return lambda x, lengths, steps: torch.ones_like(x) * (1 if keep is None else keep)
 
-    monkeypatch.setattr(generation, "asr_guidance", lambda asr, tokens, lengths, bf16=False: fake_guidance(asr, tokens, lengths))
+    monkeypatch.setattr(generation, "asr_guidance", fake_guidance)
     monkeypatch.setattr(generation, "warn_if_text_too_long", lambda *a, **k: None)
     sampler = Sampler(DiffusionSchedule(T=10), "ancestral")
     core = generation.GenerationCore(melgen=None, vocoder=None, sampler=sampler, asr=torch.nn.Identity(),
@@ -58,5 +58,6 @@ def test_a_clip_without_text_gets_no_asr_term(monkeypatch):
     assert core.guidance_gradient(["", None], torch.tensor([8, 8]), ["a", "b"], "cpu") is None
     g = core.guidance_gradient(["two words", ""], torch.tensor([8, 8]), ["a", "b"], "cpu")
     out = g(torch.zeros(2, 3, 8), torch.tensor([8, 8]), torch.zeros(2, 1))
-    assert seen["tokens"].tolist() == [[3, 4], [0, 0]]
+    # texts padded to a multiple of TOKEN_BUCKET tokens (one shape per length bucket), real lengths kept
+    assert seen["tokens"].tolist() == [[3, 4] + [0] * 30, [0] * 32] and seen["lengths"].tolist() == [2, 0]
     assert out[0].abs().sum() > 0 and out[1].abs().sum() == 0

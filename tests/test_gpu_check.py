@@ -14,9 +14,10 @@ def test_gpu_check_tiny_mode(tmp_path):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     summary = json.loads((out / "summary.json").read_text())
     names = {run["benchmark"] for run in summary["runs"]}
-    assert names == {"sampling_1x3s", "sampling_1x8s", "sampling_32x3s", "train"}
+    assert names == {"sampling_1x3s", "sampling_1x8s", "sampling_32x3s", "buckets", "train"}
     for run in summary["runs"]:
         assert run["rows"] and all(row["median_s"] > 0 for row in run["rows"] if "median_s" in row)
     md = (out / "summary.md").read_text()
     assert md.startswith("# GPU check, ") and "| path |" in md and "dpm_solver++ 2M (fp32)" in md
+    assert "| what | unpadded | padded | ratio |" in md
     assert not (out / "corpus").exists()

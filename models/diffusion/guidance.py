@@ -63,18 +63,37 @@ def bf16_weights(module: nn.Module) -> nn.Module:
     return copy_
 
 
-def asr_guidance(asr, tokens: torch.Tensor, token_lengths: torch.Tensor, bf16: bool = False) -> GradFn:
+class AsrGradient:
+    """grad_fn(x, lengths, steps): the ASR's CTC-loss gradient against one batch's texts.
+
+    Its batch tensors (`constants()`: the tokens, their lengths, the blank-extended labels and,
+    when given, a per-clip `keep` factor) are fixed for the batch; a cached captured step made
+    for an earlier batch of the same shapes is fed this batch's texts by copying them into its
+    own (`Guidance.load_`). `signature()` is what must match for that copy to be valid."""
+
+    def __init__(self, asr, tokens: torch.Tensor, token_lengths: torch.Tensor, keep: torch.Tensor | None = None):
+        self.asr, self.tokens = asr, tokens
+        self.token_lengths = token_lengths.to(tokens.device)
+        self.labels = ctc_labels(tokens, self.token_lengths)       # the texts' part of CTC, once per batch
+        self.keep = keep
+
+    def constants(self) -> list[torch.Tensor]:
+        return [self.tokens, self.token_lengths, *self.labels] + ([self.keep] if self.keep is not None else [])
+
+    def signature(self) -> tuple:
+        return (id(self.asr),) + tuple((tuple(c.shape), c.dtype, str(c.device)) for c in self.constants())
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        g = ctc_loss_grad(self.asr, x, lengths, steps, self.tokens, self.token_lengths, labels=self.labels)[1]
+        return g if self.keep is None else g * self.keep
+
+
+def asr_guidance(asr, tokens: torch.Tensor, token_lengths: torch.Tensor, bf16: bool = False,
+                 keep: torch.Tensor | None = None) -> AsrGradient:
     """The ASR's CTC-loss gradient w.r.t. the noisy mel, against fixed target tokens (one text per clip).
-    bf16=True runs a bfloat16 copy of the ASR (call it under autocast; the loss stays float32)."""
-    if bf16:
-        asr = bf16_weights(asr)
-
-    labels = ctc_labels(tokens, token_lengths.to(tokens.device))   # the texts' part of CTC, once per batch
-
-    def grad_fn(x, lengths, steps):
-        return ctc_loss_grad(asr, x, lengths, steps, tokens, token_lengths, labels=labels)[1]
-
-    return grad_fn
+    bf16=True runs a bfloat16 copy of the ASR (call it under autocast; the loss stays float32).
+    keep: optional (B, 1, 1) factor on each clip's gradient (0 for a clip without text)."""
+    return AsrGradient(bf16_weights(asr) if bf16 else asr, tokens, token_lengths, keep)
 
 
 def frame_mask(lengths: torch.Tensor, total: int) -> torch.Tensor:
@@ -110,6 +129,37 @@ class Guidance:
             if self.w_video != 0:
                 cond = torch.cat((cond, melgen.null_condition(b, frames)), dim=0)
             self.projs = melgen.net_diffwave.cond_projections(cond, length)
+
+    def constants(self) -> list[torch.Tensor] | None:
+        """The batch's tensors a step reads besides its inputs (lengths, mask, the condition projections,
+        the ASR texts); None when the ASR gradient is a plain function whose tensors are unknown (its
+        captured step then cannot be reused for another batch)."""
+        own = [self.lengths, self.mask, *self.projs]
+        if self.grad_fn is None:
+            return own
+        extra = getattr(self.grad_fn, "constants", None)
+        return None if extra is None else own + list(extra())
+
+    def signature(self) -> tuple | None:
+        """What two batches must share for one's captured steps to serve the other after `load_`: the
+        models, the settings, and every constant's shape, dtype and device (None: not reusable)."""
+        consts = self.constants()
+        if consts is None:
+            return None
+        asr = self.grad_fn.signature() if self.grad_fn is not None else None
+        return ((id(self.melgen), self.w_video, self.w_asr, self.asr_start, self.bf16, self.shape, asr)
+                + tuple((tuple(c.shape), c.dtype, str(c.device)) for c in consts))
+
+    def load_(self, other: "Guidance") -> "Guidance":
+        """Copy another batch's constants into this one's tensors, in place (same signature): the steps
+        made (or captured) over this Guidance then compute other's eps."""
+        if other is self:
+            return self
+        if other.signature() != self.signature() or self.signature() is None:
+            raise ValueError("Guidance.load_: the two batches differ in shape or settings")
+        for mine, theirs in zip(self.constants(), other.constants()):
+            mine.copy_(theirs)
+        return self
 
     def asr_active(self, t: int) -> bool:
         """Whether the ASR term is part of eps at step t (the samplers' multistep history restarts where it switches)."""

@@ -28,13 +28,13 @@ number of visited timesteps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
-from models.diffusion.graphs import StepRunner
+from models.diffusion.graphs import RunnerCache, StepRunner
 from models.diffusion.guidance import GradFn, Guidance
 from models.diffusion.schedule import DiffusionSchedule
 from utils.errors import LipVoicerError
@@ -75,16 +75,19 @@ def _eps_at(eps):
 
 
 def _drive(ts: list[int], kinds: list, make_step, state: tuple, draws: list[bool], noise: NoiseFn | None,
-           mode: str, desc: str, progress: bool, callback: Callback | None) -> tuple:
+           mode: str, desc: str, progress: bool, callback: Callback | None, runners: dict | None = None,
+           pool=None) -> tuple:
     """One step per timestep. Step i is `make_step(kinds[i])` (made once per kind and run through a
     StepRunner in `mode`) on (*state, i, t, z): the index and timestep as device tensors, and z the
-    next noise draw where draws[i] (in order), zeros elsewhere."""
+    next noise draw where draws[i] (in order), zeros elsewhere. `runners` (kind -> StepRunner): runners
+    kept from an earlier batch of the same shape (graphs.RunnerCache), reused and added to."""
     dev = state[0].device
     index = torch.arange(len(ts), device=dev)
     tdev = torch.tensor(ts, device=dev)
     zeros = torch.zeros_like(state[0])
-    pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
-    runners: dict = {}
+    if pool is None and mode == "graph":
+        pool = torch.cuda.graph_pool_handle()
+    runners = {} if runners is None else runners
     k = 0
     for i, t in _steps(ts, desc, progress):
         kind = kinds[i]
@@ -96,13 +99,15 @@ def _drive(ts: list[int], kinds: list, make_step, state: tuple, draws: list[bool
         state = runners[kind](*state, index[i], tdev[i], z)
         if callback is not None:
             callback(i, t, state[0])
+    if mode != "eager":   # a runner's output buffers are overwritten by its next batch
+        state = tuple(s.clone() for s in state)
     return state
 
 
 @torch.no_grad()
 def ancestral(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, first_t: int | None = None,
               mask: torch.Tensor | None = None, noise: NoiseFn | None = None, callback: Callback | None = None,
-              progress: bool = False, mode: str = "eager") -> torch.Tensor:
+              progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None) -> torch.Tensor:
     dev = x.device
     alphas, abars, sigmas = (v.to(dev) for v in (schedule.alphas, schedule.alpha_bars, schedule.sigmas))
     c_eps, sqrt_a = (1 - alphas) / torch.sqrt(1 - abars), torch.sqrt(alphas)
@@ -116,7 +121,7 @@ def ancestral(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, first
         return step
 
     return _drive(ts, [guided(t) for t in ts], make_step, (x,), [t > 0 for t in ts], noise, mode, "sampling",
-                  progress, callback)[0]
+                  progress, callback, runners, pool)[0]
 
 
 def _abar_table(schedule: DiffusionSchedule) -> Callable[[int], float]:
@@ -134,7 +139,8 @@ def _device_table(values, device) -> torch.Tensor:
 @torch.no_grad()
 def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int, eta: float = 0.0,
          first_t: int | None = None, mask: torch.Tensor | None = None, noise: NoiseFn | None = None,
-         callback: Callback | None = None, progress: bool = False, mode: str = "eager") -> torch.Tensor:
+         callback: Callback | None = None, progress: bool = False, mode: str = "eager", runners: dict | None = None,
+         pool=None) -> torch.Tensor:
     abar = _abar_table(schedule)
     ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
     a_, b_, sig_ = [], [], []
@@ -156,14 +162,14 @@ def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int
         return step
 
     return _drive(ts, [guided(t) for t in ts], make_step, (x,), [s > 0 for s in sig_], noise, mode,
-                  "sampling (ddim)", progress, callback)[0]
+                  "sampling (ddim)", progress, callback, runners, pool)[0]
 
 
 @torch.no_grad()
 def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int,
                first_t: int | None = None, mask: torch.Tensor | None = None,
                restart: Callable[[int], bool] | None = None, callback: Callback | None = None,
-               progress: bool = False, mode: str = "eager") -> torch.Tensor:
+               progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None) -> torch.Tensor:
     abar = _abar_table(schedule)
 
     def lam(t: int) -> float:
@@ -209,7 +215,7 @@ def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, step
 
     state = (x, torch.zeros_like(x))
     return _drive(ts, [(kinds[i], i == final) for i in range(len(ts))], make_step, state, [False] * len(ts), None,
-                  mode, "sampling (dpm_solver)", progress, callback)[0]
+                  mode, "sampling (dpm_solver)", progress, callback, runners, pool)[0]
 
 
 SAMPLERS = ("ancestral", "ddim", "dpm_solver")
@@ -234,7 +240,15 @@ class Sampler:
     name: ancestral | ddim | dpm_solver; steps (ddim / dpm_solver; the ancestral sampler visits
     every timestep); eta (ddim); bf16 (autocast of MelGen and the ASR, on bfloat16 copies of the
     weights); cuda_graphs (on a CUDA device, each step kind is captured once as a CUDA graph and
-    replayed; models/diffusion/graphs.py)."""
+    replayed; models/diffusion/graphs.py).
+
+    `runners`: the captured (or, in "static" mode, buffered) steps kept across batches, keyed by
+    (sampler settings, mode, batch shape and the shapes of the batch's constants) and within a key by
+    step kind (unguided / ASR-guided / last): a batch of a shape seen before copies its constants
+    into the cached ones and replays the same graphs. Bounded (graphs.RunnerCache, 4 shapes; the
+    least recently used is dropped). Pad batches to length buckets (pipelines/generation.py,
+    generate.bucket_frames) so that few shapes occur. A Sampler therefore runs one "graph" / "static"
+    sample at a time (concurrent calls of one shape would share buffers); eager sampling keeps nothing."""
 
     schedule: DiffusionSchedule
     name: str = "ancestral"
@@ -245,6 +259,7 @@ class Sampler:
     eta: float = 0.0
     bf16: bool = False
     cuda_graphs: bool = True
+    runners: RunnerCache = field(default_factory=RunnerCache, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
@@ -305,7 +320,15 @@ class Sampler:
 
         if mode is None:
             mode = "graph" if self.cuda_graphs and dev.type == "cuda" else "eager"
-        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress, mode=mode)
+        cached = {}
+        signature = eps.signature() if mode != "eager" else None
+        if signature is not None:
+            key = (self.name, self.steps, self.eta, first_t, mode, signature)
+            entry, hit = self.runners.get(key, eps)
+            if hit:
+                eps = entry.owner.load_(eps)   # this batch's constants into the tensors the cached steps read
+            cached = dict(runners=entry.runners, pool=self.runners.pool() if mode == "graph" else None)
+        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress, mode=mode, **cached)
         if self.name == "ancestral":
             return ancestral(eps, x, self.schedule, noise=noise, **common)
         if self.name == "ddim":
