@@ -1,6 +1,9 @@
 """Train and evaluate the whole system on the project's synthetic corpus ("Try it without LRS3").
 
     python recipes/synthetic.py --work_dir exp_synthetic --size small --n_clips 3200   # on a GPU
+    python recipes/synthetic.py --work_dir exp_cpu --size cpu --n_clips 1200 --workers 2 --loader_workers 0 \
+        --threads 1 --parallel --train_minutes 78 --melgen_iters 3000 --asr_iters 3000 --judge_iters 1500 \
+        --n_test 48 --vocab_size 64                                   # a 2-core CPU (README, "Try it without LRS3")
     python recipes/synthetic.py --work_dir /tmp/tiny --size tiny --n_clips 12 \
         --melgen_iters 4 --asr_iters 4 --judge_iters 4 --vocoder_iters 4 --device cpu   # smoke test
     python recipes/synthetic.py ... --stages generate evaluate     # only some stages
@@ -31,8 +34,9 @@ def main(argv=None) -> int:
                     help="folder for everything the recipe writes (corpus, checkpoints, generated audio, results.md); "
                          "re-running with the same folder continues where it stopped")
     ap.add_argument("--size", choices=list(MELGEN_SIZES), default=d.size,
-                    help="model sizes: full (published), small (a GPU, hours), mini (a CPU, tens of minutes), "
-                         "tiny (tests, seconds)")
+                    help="model sizes: full (published), small (a GPU, hours), cpu (a 2-core CPU, about an hour "
+                         "for everything: 50 diffusion steps, 48-pixel mouth crops, Griffin-Lim), mini (a larger "
+                         "CPU model), tiny (tests, seconds)")
     ap.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES), metavar="STAGE",
                     help=f"run only these stages, in recipe order ({', '.join(STAGES)})")
     int_help = {
@@ -57,8 +61,27 @@ def main(argv=None) -> int:
     ap.add_argument("--mean_face", type=Path, default=d.mean_face,
                     help="68-landmark mean face for mouth cropping; the published file is fetched to this path "
                          f"when it is missing and named {MEAN_FACE_NAME}")
-    ap.add_argument("--judge_input", choices=["wav", "mel"], default=d.judge_input,
-                    help="the judge reads the vocoded audio, or the generated mel before the vocoder")
+    ap.add_argument("--judge_input", choices=["auto", "wav", "mel"], default=d.judge_input,
+                    help="the judge reads the vocoded audio, or the generated mel before the vocoder "
+                         "(auto: the mel with Griffin-Lim, the audio with HiFi-GAN)")
+    ap.add_argument("--grammar", choices=["grid", "free"], default=d.grammar,
+                    help="sentences of the corpus: grid (GRID's six-word commands over 51 words, e.g. 'place blue "
+                         "at f two now') or free (eight templates over about 200 words)")
+    ap.add_argument("--test_speakers", type=int, default=d.test_speakers,
+                    help="speakers seen only in the test split (0: test = held-out sentences of the training "
+                         "speakers)")
+    ap.add_argument("--vocoder", choices=["auto", "hifigan", "griffinlim"], default=d.vocoder,
+                    help="hifigan: train one (vocoder stage); griffinlim: no training, Griffin-Lim over the "
+                         "inverse mel; auto: griffinlim for --size cpu, hifigan otherwise")
+    ap.add_argument("--loader_workers", type=int, default=None,
+                    help="data-loader workers of the training scripts (default: --workers)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per script (OMP_NUM_THREADS); 1 is much faster on a CPU shared with other jobs")
+    ap.add_argument("--parallel", action="store_true",
+                    help="train the judge, the guidance ASR and MelGen (and HiFi-GAN) as concurrent processes")
+    ap.add_argument("--train_minutes", type=float, default=None,
+                    help="wall-clock cap of each training stage in this call; the newest checkpoint is used when "
+                         "it is reached (results.json records the iterations)")
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]   # Hydra key=value, anywhere
     args, extra = ap.parse_known_args([a for a in argv if a not in overrides])

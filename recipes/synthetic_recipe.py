@@ -37,16 +37,27 @@ from utils.errors import LipVoicerError
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("corpus", "prep", "tokenizer", "melgen", "asr", "judge", "vocoder", "texts", "generate", "evaluate")
+# The recognisers train before MelGen: the judge's held-out WER on clean mels is the first sign that the corpus
+# and the sizes work.
+STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "evaluate")
 WAYS = ("no_guidance", "true_text", "corrupted_text")
+GROUND_TRUTH = "ground_truth"   # the test clips' own mels, vocoded and scored like a generation
+VOCODERS = ("auto", "hifigan", "griffinlim")
 
 # Model sizes. "full" is the published configuration; "small" fits a short GPU budget;
-# "mini" trains on a CPU in tens of minutes; "tiny" is for tests on CPU (seconds).
-# MelGen sizes are the presets of configs/melgen/ (mini and tiny also shrink video.face_size / mouth_crop).
-MELGEN_SIZES = {"full": ["melgen=published"], "small": ["melgen=small"], "mini": ["melgen=mini"],
-                "tiny": ["melgen=tiny"]}
+# "cpu" is the 2-core CPU recipe (about an hour for every stage); "mini" a larger CPU model;
+# "tiny" is for tests on CPU (seconds).
+# MelGen sizes are the presets of configs/melgen/ (cpu, mini and tiny also set video.*: smaller crops / faces).
+MELGEN_SIZES = {"full": ["melgen=published"], "small": ["melgen=small"], "cpu": ["melgen=cpu"],
+                "mini": ["melgen=mini"], "tiny": ["melgen=tiny"]}
+# Settings every script of a size gets (before the user's overrides): the cpu recipe uses a 50-step
+# diffusion (beta up to 0.2: alpha_bar_T = 0.004) with guidance from t = 35 down, and 128-pixel frames.
+SIZE_EXTRA = {"cpu": ["diffusion.T=50", "diffusion.beta_T=0.2", "generate.asr_start=35",
+                      "prep.synthetic.frame_size=128"]}
 ASR_SIZES = {
     "full": [],
+    "cpu": ["asr.stem_filters=32", "asr.dims=[64,96,128]", "asr.num_blocks=[2,2,2]", "asr.step_embed_dim_mid=256",
+            "asr.step_embed_dim_out=256"],
     "small": ["asr.dims=[120,168,240]", "asr.num_blocks=[3,3,3]"],
     "mini": ["asr.stem_filters=32", "asr.dims=[64,96,128]", "asr.num_blocks=[2,2,2]", "asr.step_embed_dim_mid=256",
              "asr.step_embed_dim_out=256"],
@@ -58,6 +69,8 @@ ASR_SIZES = {
 JUDGE_SIZES = {
     "full": ["asr.dims=[144,196,256]", "asr.num_blocks=[4,4,4]"],
     "small": ["asr.dims=[96,144,192]", "asr.num_blocks=[2,3,2]"],
+    "cpu": ["asr.stem_filters=24", "asr.dims=[48,80,112]", "asr.num_blocks=[2,2,1]", "asr.conv_kernel=9",
+            "asr.step_embed_dim_mid=256", "asr.step_embed_dim_out=256"],
     "mini": ["asr.stem_filters=24", "asr.dims=[48,80,112]", "asr.num_blocks=[2,2,1]", "asr.conv_kernel=9",
              "asr.step_embed_dim_mid=256", "asr.step_embed_dim_out=256"],
     "tiny": ["asr.stem_filters=8", "asr.dims=[16,32,40]", "asr.num_blocks=[1,1,1]", "asr.num_heads=2",
@@ -65,11 +78,20 @@ JUDGE_SIZES = {
              "asr.step_embed_dim_out=32", "asr.max_pos_encoding=2000"],
 }
 VOCODER_SIZES = {"full": [], "small": ["vocoder.upsample_initial_channel=256"],
+                 "cpu": ["vocoder.upsample_initial_channel=32"],
                  "mini": ["vocoder.upsample_initial_channel=32"], "tiny": ["vocoder.upsample_initial_channel=16"]}
 # Training settings that go with a size (tiny: small batches so that CPU iterations take a second).
 TRAIN_SETTINGS = {
     "full": {"melgen": [], "asr": [], "vocoder": []},
     "small": {"melgen": ["train.batch_size_per_gpu=32"], "asr": ["asr.train.accumulated_steps=1"], "vocoder": []},
+    # cpu: every clip preloaded (no video decoding per item), a higher learning rate for the ASRs trained
+    # from scratch in minutes
+    "cpu": {"melgen": ["train.batch_size_per_gpu=16", "train.preload=true", "train.learning_rate=4e-4",
+                       "train.iters_per_logging=50"],
+            "asr": ["asr.train.batch_size_per_gpu=16", "asr.train.accumulated_steps=1", "asr.train.eval_t=[0]",
+                    "asr.train.eval_max_clips=40", "asr.train.learning_rate=1e-3", "asr.train.grad_clip=5.0"],
+            "vocoder": ["vocoder_train.batch_size_per_gpu=4", "vocoder_train.mpd_channels=[8,16,32,32,32]",
+                        "vocoder_train.msd_channels=[8,16,16,32,32,32,32]"]},
     "mini": {"melgen": [], "asr": ["asr.train.accumulated_steps=1", "asr.train.eval_t=[0]",
                                    "asr.train.eval_max_clips=20"],
              "vocoder": ["vocoder_train.batch_size_per_gpu=4", "vocoder_train.mpd_channels=[8,16,32,32,32]",
@@ -100,8 +122,16 @@ class RecipeSettings:
     vocab_size: int = 128
     corrupt_fraction: float = 0.2
     mean_face: Path = Path("checkpoints/20words_mean_face.npy")
-    judge_input: str = "wav"          # the judge reads the vocoded wav, or the generated mel (before the vocoder)
+    judge_input: str = "auto"         # wav: the judge reads the vocoded wav; mel: the generated mel (before the
+                                      # vocoder); auto: mel with Griffin-Lim, wav with HiFi-GAN
     n_test: int | None = None
+    grammar: str = "grid"             # the corpus's sentences: grid (GRID's 51-word commands) or free
+    test_speakers: int = 0            # speakers only in the test split (0: held-out sentences of seen speakers)
+    vocoder: str = "auto"             # hifigan (trained), griffinlim (no training), auto: griffinlim for size cpu
+    loader_workers: int | None = None  # data-loader workers of the training scripts (None: workers)
+    threads: int | None = None        # CPU threads of every script (OMP_NUM_THREADS; None: torch's default)
+    parallel: bool = False            # train the judge, the guidance ASR and MelGen (and HiFi-GAN) at once
+    train_minutes: float | None = None  # wall-clock cap of each training stage (None: until its iterations)
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
 
@@ -126,6 +156,19 @@ class RecipeSettings:
     def texts_dir(self, way: str) -> Path:
         return self.work_dir / "texts" / way
 
+    def vocoder_kind(self) -> str:
+        if self.vocoder == "auto":
+            return "griffinlim" if self.size == "cpu" else "hifigan"
+        return self.vocoder
+
+    def judge_reads(self) -> str:
+        if self.judge_input == "auto":
+            return "mel" if self.vocoder_kind() == "griffinlim" else "wav"
+        return self.judge_input
+
+    def train_workers(self) -> int:
+        return self.workers if self.loader_workers is None else self.loader_workers
+
 
 # ----------------------------------------------------------------------------- helpers
 def run_script(s: RecipeSettings, args: list[str], what: str) -> None:
@@ -133,6 +176,8 @@ def run_script(s: RecipeSettings, args: list[str], what: str) -> None:
     cmd = [s.python, *args]
     log.info("[%s] %s", what, " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if s.threads:  # on a shared or small CPU, one thread per process avoids oversubscription (much faster)
+        env.update(OMP_NUM_THREADS=str(s.threads), MKL_NUM_THREADS=str(s.threads))
     r = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
     if r.returncode != 0:
         raise LipVoicerError(f"recipe stage '{what}' failed (exit code {r.returncode}): {' '.join(cmd)}")
@@ -148,7 +193,13 @@ def newest(folder: Path, pattern: str = r"^(\d+)\.pkl$") -> tuple[int, Path] | N
 
 def common(s: RecipeSettings, seed: int | None = None) -> list[str]:
     return ["dataset=synthetic", f"dataset.root={s.data}", f"seed={s.seed if seed is None else seed}",
-            f"hydra.run.dir={s.work_dir / 'hydra' / str(time.time_ns())}", *s.extra]
+            f"hydra.run.dir={s.work_dir / 'hydra' / str(time.time_ns())}", *SIZE_EXTRA.get(s.size, []), *s.extra]
+
+
+def corpus_overrides(s: RecipeSettings) -> list[str]:
+    """Overrides of the corpus and data-preparation scripts (no dataset= there)."""
+    return [f"prep.synthetic.grammar={s.grammar}", f"prep.synthetic.n_test_speakers={s.test_speakers}",
+            *SIZE_EXTRA.get(s.size, []), *s.extra]
 
 
 def asr_overrides(s: RecipeSettings, sizes: list[str]) -> list[str]:
@@ -157,12 +208,23 @@ def asr_overrides(s: RecipeSettings, sizes: list[str]) -> list[str]:
 
 def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iters: int, ckpt_dir: Path,
                     what: str, pattern: str = r"^(\d+)\.pkl$", minutes_key: str = "train.max_minutes") -> Path:
-    """Call a training script repeatedly (each call at most chunk_minutes, resuming) until n_iters."""
+    """Call a training script repeatedly (each call at most chunk_minutes, resuming) until n_iters, or until
+    this call has trained for train_minutes (then the newest checkpoint is used; results.json records the
+    iterations reached)."""
+    start = time.time()
     for _ in range(10_000):
         done = newest(ckpt_dir, pattern)
         if done is not None and done[0] >= n_iters:
             return done[1]
-        run_script(s, [script, *overrides, f"{minutes_key}={s.chunk_minutes}"], what)
+        minutes = s.chunk_minutes
+        if s.train_minutes:
+            left = s.train_minutes - (time.time() - start) / 60.0
+            if done is not None and left < 0.5:
+                log.info("[%s] train_minutes (%g) reached at iteration %d of %d", what, s.train_minutes, done[0],
+                         n_iters)
+                return done[1]
+            minutes = max(min(minutes, left), 0.5)
+        run_script(s, [script, *overrides, f"{minutes_key}={minutes:.2f}"], what)
         after = newest(ckpt_dir, pattern)
         if after is None or (done is not None and after[0] <= done[0]):
             raise LipVoicerError(f"recipe stage '{what}': no progress (checkpoints in {ckpt_dir})")
@@ -185,7 +247,8 @@ def corrupt_text(text: str, fraction: float, vocabulary: list[str], rng: random.
 # ----------------------------------------------------------------------------- stages
 def stage_corpus(s: RecipeSettings) -> None:
     run_script(s, ["-m", "dataloaders.synthetic.corpus", "--out_dir", str(s.data), "--n_clips", str(s.n_clips),
-                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress", *s.extra], "corpus")
+                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress", *corpus_overrides(s)],
+               "corpus")
 
 
 MEAN_FACE_NAME = "20words_mean_face.npy"  # the published file's name (asset `mean_face`)
@@ -212,16 +275,35 @@ def ensure_mean_face(s: RecipeSettings) -> Path:
     return s.mean_face
 
 
+def mouth_crop_overrides(s: RecipeSettings) -> list[str]:
+    """The mean face and warp size of mouth cropping. Sizes with stored crops smaller than the published
+    96 pixels (video.mouth_size of the MelGen preset, e.g. 48 for cpu) crop the same mouth region at a lower
+    resolution: the mean face is scaled by mouth_size / 96 (written to <work_dir>/mean_face_x<scale>.npy)
+    and the warp size with it."""
+    import numpy as np
+    from utils.config import compose_config
+
+    mouth = int(compose_config(MELGEN_SIZES[s.size])["video"]["mouth_size"])
+    if mouth == 96:
+        return [f"prep.mean_face_path={s.mean_face}"]
+    scale = mouth / 96.0
+    scaled = s.work_dir / f"mean_face_x{scale:g}.npy"
+    if not scaled.is_file():
+        np.save(scaled, np.load(s.mean_face) * scale)
+    return [f"prep.mean_face_path={scaled}", f"prep.warp_size={int(round(256 * scale))}", *MELGEN_SIZES[s.size]]
+
+
 def stage_prep(s: RecipeSettings) -> None:
     ensure_mean_face(s)
     videos = s.data / "videos"
+    crops = mouth_crop_overrides(s)
     for split in ("pretrain", "trainval", "test"):
         run_script(s, ["dataloaders/extract_audio_from_video.py", "--ds_dir", str(videos), "--split", split,
                        "--out_dir", str(s.data / "audios"), f"prep.num_workers={s.workers}",
-                       "prep.progress=false", *s.extra], f"prep audio {split}")
+                       "prep.progress=false", *corpus_overrides(s)], f"prep audio {split}")
         run_script(s, ["dataloaders/extract_mouthcrops.py", "--ds_dir", str(videos), "--split", split,
-                       "--out_dir", str(s.data / "mouth_rois"), f"prep.mean_face_path={s.mean_face}",
-                       f"prep.num_workers={s.workers}", "prep.progress=false", *s.extra], f"prep mouth crops {split}")
+                       "--out_dir", str(s.data / "mouth_rois"), *crops, f"prep.num_workers={s.workers}",
+                       "prep.progress=false", *corpus_overrides(s)], f"prep mouth crops {split}")
     run_script(s, ["dataloaders/wav2mel.py", f"wav2mel.audios_dir={s.data / 'audios'}",
                    f"wav2mel.num_workers={s.workers}", *common(s)], "prep mels")
 
@@ -243,7 +325,7 @@ def stage_melgen(s: RecipeSettings) -> Path:
     over = ["train_melgen.py", *common(s), *MELGEN_SIZES[s.size], *TRAIN_SETTINGS[s.size]["melgen"],
             f"train.save_dir={s.work_dir}",
             f"train.n_iters={s.melgen_iters}", f"train.iters_per_ckpt={max(1, min(2000, s.melgen_iters))}",
-            f"train.num_workers={s.workers}", f"train.device={s.device}", "train.keep_last=2"]
+            f"train.num_workers={s.train_workers()}", f"train.device={s.device}", "train.keep_last=2"]
     ckpt_dir = next(iter(s.melgen_dir().glob("*/checkpoint")), None)
     if ckpt_dir is None:  # the model_dir name depends on the sizes: find it after the first chunk
         run_script(s, [*over, f"train.max_minutes={s.chunk_minutes}"], "melgen")
@@ -254,9 +336,9 @@ def stage_melgen(s: RecipeSettings) -> Path:
 def _stage_asr(s: RecipeSettings, name: str, sizes: list[str], n_iters: int, seed: int, max_t: str) -> Path:
     over = [*common(s, seed), *asr_overrides(s, sizes), *TRAIN_SETTINGS[s.size]["asr"], f"asr.train.name={name}",
             f"asr.train.save_dir={s.work_dir}", f"asr.train.n_iters={n_iters}",
-            f"asr.train.iters_per_ckpt={max(1, min(2000, n_iters))}", f"asr.train.num_workers={s.workers}",
+            f"asr.train.iters_per_ckpt={max(1, min(2000, n_iters))}", f"asr.train.num_workers={s.train_workers()}",
             f"asr.train.device={s.device}", "asr.train.keep_last=2", f"asr.train.max_t={max_t}",
-            f"asr.train.iters_per_eval={max(1, min(2000, n_iters))}"]
+            f"asr.train.iters_per_eval={max(1, min(500, n_iters))}"]
     return train_in_chunks(s, "train_asr.py", over, n_iters, s.asr_dir(name), name,
                            minutes_key="asr.train.max_minutes")
 
@@ -270,10 +352,13 @@ def stage_judge(s: RecipeSettings) -> Path:
 
 
 def stage_vocoder(s: RecipeSettings) -> Path:
+    if s.vocoder_kind() == "griffinlim":
+        return placeholder_vocoder(s)
     over = [*common(s), *VOCODER_SIZES[s.size], *TRAIN_SETTINGS[s.size]["vocoder"],
             f"vocoder_train.save_dir={s.work_dir}", "vocoder_train.name=synthetic",
             f"vocoder_train.n_iters={s.vocoder_iters}", f"vocoder_train.iters_per_ckpt={max(1, min(5000, s.vocoder_iters))}",
-            f"vocoder_train.num_workers={s.workers}", f"vocoder_train.device={s.device}", "vocoder_train.keep_last=2"]
+            f"vocoder_train.num_workers={s.train_workers()}", f"vocoder_train.device={s.device}",
+            "vocoder_train.keep_last=2"]
     return train_in_chunks(s, "train_vocoder.py", over, s.vocoder_iters, s.vocoder_dir(), "vocoder",
                            pattern=r"^g_(\d+)$", minutes_key="vocoder_train.max_minutes")
 
@@ -302,6 +387,74 @@ def stage_texts(s: RecipeSettings) -> None:
     log.info("corrupted texts: %d of %d words replaced (%.1f %%)", changed, total, 100.0 * changed / max(total, 1))
 
 
+# ----------------------------------------------------------------------------- vocoding without training
+def placeholder_vocoder(s: RecipeSettings) -> Path:
+    """With --vocoder griffinlim: an untrained (random) HiFi-GAN file, only so that the generation script
+    runs; every wav it writes is replaced by Griffin-Lim from the saved mel (griffinlim_folder)."""
+    out = s.vocoder_dir() / "g_00000000"
+    if not out.is_file():
+        from models.hifigan.generator import HiFiGANGenerator, save_hifigan
+        from utils.config import compose_config
+
+        cfg = compose_config([*common(s), *VOCODER_SIZES[s.size]])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_hifigan(out, HiFiGANGenerator(cfg["vocoder"]))
+    return out
+
+
+def griffin_lim(log_mel, audio_cfg=None, n_iter: int = 32):
+    """A denormalised log-mel (n_mels, frames) -> float32 waveform, peak 1 / audio.peak_scale: the linear
+    magnitude from the mel by non-negative least squares (multiplicative updates from the pseudo-inverse),
+    then torchaudio's Griffin-Lim phase reconstruction. A vocoder that needs no training (and sounds like one)."""
+    import librosa
+    import torch
+    import torchaudio
+
+    from dataloaders.audio import audio_params
+
+    p = audio_params(audio_cfg)
+    basis = torch.from_numpy(librosa.filters.mel(sr=p["sampling_rate"], n_fft=p["filter_length"], n_mels=p["n_mels"],
+                                                 fmin=p["mel_fmin"], fmax=p["mel_fmax"])).float()
+    mel = torch.as_tensor(log_mel).float().exp()
+    mag = (torch.linalg.pinv(basis) @ mel).clamp_min(1e-8)
+    gram, target = basis.T @ basis, basis.T @ mel
+    for _ in range(30):
+        mag = mag * target / (gram @ mag).clamp_min(1e-10)
+    gl = torchaudio.transforms.GriffinLim(n_fft=p["filter_length"], win_length=p["win_length"],
+                                          hop_length=p["hop_length"], power=1.0, n_iter=n_iter,
+                                          window_fn=torch.hann_window)
+    torch.manual_seed(0)
+    wav = gl(mag)
+    peak = float(wav.abs().max())
+    if peak > 0:
+        wav = wav / (peak * float(p["peak_scale"]))
+    return wav.numpy().astype("float32")
+
+
+def write_wav(path: Path, wav, sr: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp.wav")
+    sf.write(str(tmp), wav, sr, subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+
+
+def griffinlim_folder(folder: Path, audio_cfg) -> int:
+    """Replace every generated `<id>.wav` below folder by Griffin-Lim from its `<id>.wav.spec` (a wav newer
+    than its mel is done already); returns how many were written."""
+    import torch
+
+    n = 0
+    for spec in sorted(folder.rglob("*.wav.spec")):
+        wav = spec.with_suffix("")
+        if spec.name.startswith(".") or (wav.is_file() and wav.stat().st_mtime > spec.stat().st_mtime):
+            continue
+        write_wav(wav, griffin_lim(torch.load(spec, map_location="cpu"), audio_cfg), int(audio_cfg["sampling_rate"]))
+        n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------- generation
 def generation_overrides(s: RecipeSettings) -> list[str]:
     melgen = newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir()))
     asr, voc = newest(s.asr_dir("guidance")), newest(s.vocoder_dir(), r"^g_(\d+)$")
@@ -326,15 +479,123 @@ def way_overrides(s: RecipeSettings, way: str) -> list[str]:
 def run_dir_of(s: RecipeSettings, way: str, cfg_gen: dict) -> Path:
     from pipelines.outputs import run_dir
 
+    if way == GROUND_TRUTH:
+        return s.work_dir / "generated" / GROUND_TRUTH
     base = s.work_dir / "generated" / way
     w_asr = 0 if way == "no_guidance" else cfg_gen["w_asr"]
     return run_dir(base, "synthetic", cfg_gen["w_video"], w_asr, cfg_gen["asr_start"])
 
 
+def write_ground_truth(s: RecipeSettings, cfg, ids: list[str]) -> Path:
+    """generated/ground_truth/<id>.wav(.spec): each test clip's own mel, vocoded like the generations (the
+    judge's and the vocoder's ceiling)."""
+    import shutil
+
+    import torch
+
+    folder = s.work_dir / "generated" / GROUND_TRUTH
+    voc = None
+    for vid in ids:
+        spec, wav = folder / f"{vid}.wav.spec", folder / f"{vid}.wav"
+        if wav.is_file() and spec.is_file() and wav.stat().st_mtime > spec.stat().st_mtime:
+            continue
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s.data / "audios" / "test" / f"{vid}.wav.spec", spec)
+        mel = torch.load(spec, map_location="cpu").float()
+        if s.vocoder_kind() == "griffinlim":
+            audio = griffin_lim(mel, cfg["audio"])
+        else:
+            from models.hifigan.generator import load_hifigan, vocode
+
+            voc = voc or load_hifigan(str(cfg["vocoder"]["checkpoint"]), cfg["vocoder"])
+            audio = vocode(voc, mel, peak_scale=float(cfg["vocoder"]["peak_scale"])).numpy()
+        write_wav(wav, audio, int(cfg["audio"]["sampling_rate"]))
+    return folder
+
+
+def generated_ids(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix()[:-len(".wav.spec")] for p in folder.rglob("*.wav.spec")
+                  if not p.name.startswith("."))
+
+
 def stage_generate(s: RecipeSettings) -> None:
+    from utils.config import compose_config
+
     base = generation_overrides(s)
-    for way in WAYS:
+    cfg = compose_config(base)
+
+    def one(way: str) -> None:
         run_script(s, ["inference_full_test_split.py", *base, *way_overrides(s, way)], f"generate {way}")
+        if s.vocoder_kind() == "griffinlim":
+            n = griffinlim_folder(run_dir_of(s, way, cfg["generate"]), cfg["audio"])
+            log.info("generate %s: %d wavs vocoded with Griffin-Lim", way, n)
+
+    if s.parallel:  # the three ways as concurrent processes
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(WAYS)) as pool:
+            for f in [pool.submit(one, way) for way in WAYS]:
+                f.result()
+    else:
+        for way in WAYS:
+            one(way)
+    write_ground_truth(s, cfg, generated_ids(run_dir_of(s, WAYS[0], cfg["generate"])))
+
+
+# ----------------------------------------------------------------------------- scoring
+def guidance_asr_scores(s: RecipeSettings, cfg, folders: dict[str, Path]) -> dict:
+    """The guidance ASR on the final mels of each way (t = 0): its CTC loss against the true text and against
+    the text that guided the way, and its greedy WER against the true text. Says whether guidance did what it
+    optimises (lower the guidance ASR's loss), separately from whether the judge agrees."""
+    import torch
+
+    from dataloaders.audio import normalise_mel
+    from dataloaders.text import transcript_from_lrs_text
+    from dataloaders.tokenizer import BPETokenizer
+    from models.asr.decoding import greedy_decode
+    from models.asr.model import ctc_loss_per_clip
+    from models.builders import load_asr
+    from pipelines.metrics import word_errors
+
+    asr = load_asr(str(cfg["generate"]["asr_ckpt"]), cfg, "cpu")
+    tok = BPETokenizer(str(s.tokenizer))
+    clamp = float(cfg["audio"]["clamp_min"])
+    out = {}
+    for way, folder in folders.items():
+        losses_true, losses_guide, errors, words = [], [], 0, 0
+        for vid in generated_ids(folder):
+            true = transcript_from_lrs_text((s.data / "videos" / "test" / f"{vid}.txt").read_text())
+            guide_file = s.texts_dir(way) / f"{vid}.txt"
+            guide = guide_file.read_text().strip() if guide_file.is_file() else None
+            mel = normalise_mel(torch.load(folder / f"{vid}.wav.spec", map_location="cpu").float(), clamp)[None]
+            with torch.no_grad():
+                logits, out_len = asr(mel, torch.tensor([mel.shape[-1]]), torch.zeros(1, 1))
+
+            def loss(text):
+                ids = tok.encode(text)
+                return float(ctc_loss_per_clip(logits, out_len, torch.tensor([ids]), torch.tensor([len(ids)]))[0])
+
+            losses_true.append(loss(true))
+            if guide is not None:
+                losses_guide.append(loss(guide))
+            e, n = word_errors(true, tok.decode(greedy_decode(logits, out_len)[0]))
+            errors, words = errors + e, words + n
+        mean = (lambda v: sum(v) / len(v) if v else None)
+        out[way] = {"ctc_true_text": mean(losses_true), "ctc_guidance_text": mean(losses_guide),
+                    "greedy_wer": errors / words if words else None, "n_clips": len(losses_true)}
+    return out
+
+
+def chance_wer(s: RecipeSettings, ids: list[str]) -> float | None:
+    """WER of reading each test clip as another test clip's sentence (same grammar, wrong content)."""
+    from dataloaders.text import transcript_from_lrs_text
+    from pipelines.metrics import word_errors
+
+    texts = [transcript_from_lrs_text((s.data / "videos" / "test" / f"{v}.txt").read_text()) for v in ids]
+    if len(texts) < 2:
+        return None
+    pairs = [word_errors(t, texts[(i + 1) % len(texts)]) for i, t in enumerate(texts)]
+    return sum(e for e, _ in pairs) / max(sum(n for _, n in pairs), 1)
 
 
 def stage_evaluate(s: RecipeSettings) -> dict:
@@ -343,52 +604,162 @@ def stage_evaluate(s: RecipeSettings) -> dict:
         raise LipVoicerError(f"{s.asr_dir('judge')}: no judge checkpoint yet (run the judge stage first)")
     from utils.config import compose_config
 
-    gen_cfg = compose_config(generation_overrides(s))["generate"]
+    cfg = compose_config(generation_overrides(s))
+    gen_cfg = cfg["generate"]
+    folders = {way: run_dir_of(s, way, gen_cfg) for way in (GROUND_TRUTH, *WAYS)}
+    if not folders[GROUND_TRUTH].is_dir():  # generated before the ground-truth column existed
+        write_ground_truth(s, cfg, generated_ids(folders[WAYS[0]]))
     results = {}
-    for way in WAYS:
-        gdir = run_dir_of(s, way, gen_cfg)
+    for way, gdir in folders.items():
         out = s.work_dir / "results" / way
         run_script(s, ["evaluate.py", *common(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
                        f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge[1]}",
                        f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}", f"evaluate.device={s.device}",
-                       f"evaluate.recognize_from={s.judge_input}",
+                       f"evaluate.recognize_from={s.judge_reads()}",
                        *([f"generate.n_samples={s.n_test}"] if s.n_test else []),   # the clips generated
                        "evaluate.progress=false"], f"evaluate {way}")
         results[way] = json.loads((out / "metrics_summary.json").read_text())
-    write_results(s, results)
+    diagnostics = {"guidance_asr": guidance_asr_scores(s, cfg, folders),
+                   "chance_wer": chance_wer(s, generated_ids(folders[WAYS[0]]))}
+    try:
+        make_figure(s, folders)
+    except Exception as e:  # noqa: BLE001 - the figure is a by-product; the table still gets written
+        log.warning("figure not written: %s", e)
+    write_results(s, results, diagnostics)
     return results
 
 
-def write_results(s: RecipeSettings, results: dict) -> Path:
+def per_clip_hypotheses(s: RecipeSettings, way: str) -> dict[str, str]:
+    import csv
+
+    path = s.work_dir / "results" / way / "metrics_per_clip.csv"
+    if not path.is_file():
+        return {}
+    with path.open() as f:
+        return {r["video_id"]: r["hypothesis"] for r in csv.DictReader(f)}
+
+
+def make_figure(s: RecipeSettings, folders: dict[str, Path], n_clips: int = 3) -> Path:
+    """figure.png: for the first n test clips, the ground-truth mel beside the three generated mels, each
+    titled with its text (the judge's reading; the guidance text for guided ways)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from dataloaders.text import transcript_from_lrs_text
+
+    ids = generated_ids(folders[WAYS[0]])[:n_clips]
+    cols = (GROUND_TRUTH, *WAYS)
+    hyps = {way: per_clip_hypotheses(s, way) for way in cols}
+    fig, axes = plt.subplots(len(ids), len(cols), figsize=(3.2 * len(cols), 2.1 * len(ids)), squeeze=False)
+    for r, vid in enumerate(ids):
+        true = transcript_from_lrs_text((s.data / "videos" / "test" / f"{vid}.txt").read_text())
+        for c, way in enumerate(cols):
+            ax = axes[r][c]
+            mel = torch.load(folders[way] / f"{vid}.wav.spec", map_location="cpu").float().numpy()
+            ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-11.5, vmax=2.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = way.replace("_", " ")
+            guide = s.texts_dir(way) / f"{vid}.txt"
+            if way == GROUND_TRUTH:
+                title = f"ground truth: {true}"
+            elif guide.is_file():
+                title += f" ({guide.read_text().strip()})"
+            hyp = hyps[way].get(vid)
+            ax.set_title(title + (f"\njudge: {hyp}" if hyp is not None else ""), fontsize=7)
+    fig.tight_layout()
+    out = s.work_dir / "figure.png"
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def iterations_reached(s: RecipeSettings) -> dict:
+    found = {"melgen": newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir())),
+             "asr": newest(s.asr_dir("guidance")), "judge": newest(s.asr_dir("judge")),
+             "vocoder": newest(s.vocoder_dir(), r"^g_(\d+)$")}
+    return {k: (v[0] if v else None) for k, v in found.items()}
+
+
+STAGE_TIMES = "stage_times.json"
+
+
+def stage_times(s: RecipeSettings) -> dict:
+    path = s.work_dir / STAGE_TIMES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+_TIMES_LOCK = __import__("threading").Lock()
+
+
+def add_stage_time(s: RecipeSettings, name: str, seconds: float) -> None:
+    with _TIMES_LOCK:
+        _add_stage_time(s, name, seconds)
+
+
+def _add_stage_time(s: RecipeSettings, name: str, seconds: float) -> None:
+    times = stage_times(s)
+    times[name] = times.get(name, 0.0) + seconds
+    (s.work_dir / STAGE_TIMES).write_text(json.dumps(times, indent=1))
+
+
+def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = None) -> Path:
+    diagnostics = diagnostics or {}
+    cols = [w for w in (GROUND_TRUTH, *WAYS) if w in results]
     rows = [("judge WER (%)", "corpus_wer", 100.0, 2), ("judge CER (%)", "corpus_cer", 100.0, 2),
             ("STOI", "stoi", 1.0, 4), ("ESTOI", "estoi", 1.0, 4), ("PESQ (wide-band)", "pesq", 1.0, 3),
             ("log-mel L1", "log_mel_l1", 1.0, 4)]
-    head = "| metric | " + " | ".join(w.replace("_", " ") for w in WAYS) + " |"
-    lines = [head, "|" + " --- |" * (len(WAYS) + 1)]
+    head = "| metric | " + " | ".join(("ground-truth mel" if w == GROUND_TRUTH else w.replace("_", " ")) for w in cols)
+    lines = [head + " |", "|" + " --- |" * (len(cols) + 1)]
     for label, key, scale, digits in rows:
         cells = []
-        for way in WAYS:
+        for way in cols:
             r = results[way]
             v = r.get(key) if key.startswith("corpus_") else (r.get("means") or {}).get(key)
             cells.append("n/a" if v is None else f"{v * scale:.{digits}f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    n = {results[w].get("n_clips") for w in WAYS}
-    lines.append("| test clips | " + " | ".join(str(results[w].get("n_clips")) for w in WAYS) + " |")
+    g = diagnostics.get("guidance_asr") or {}
+    for label, key, scale, digits in (("guidance-ASR CTC loss, true text", "ctc_true_text", 1.0, 2),
+                                      ("guidance-ASR CTC loss, its guidance text", "ctc_guidance_text", 1.0, 2),
+                                      ("guidance-ASR greedy WER (%)", "greedy_wer", 100.0, 2)):
+        if g:
+            cells = [("n/a" if (g.get(w) or {}).get(key) is None else f"{g[w][key] * scale:.{digits}f}") for w in cols]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    n = {results[w].get("n_clips") for w in cols}
+    lines.append("| test clips | " + " | ".join(str(results[w].get("n_clips")) for w in cols) + " |")
     md = "\n".join(lines) + "\n"
-    meta = {"date": time.strftime("%Y-%m-%d"), "size": s.size, "n_clips": s.n_clips, "judge_input": s.judge_input,
-            "extra_overrides": list(s.extra), "iters": {
-        "melgen": s.melgen_iters, "asr": s.asr_iters, "judge": s.judge_iters, "vocoder": s.vocoder_iters},
-        "corrupt_fraction": s.corrupt_fraction, "test_clips": sorted(x for x in n if x is not None)}
+    if diagnostics.get("chance_wer") is not None:
+        md += (f"\nChance: reading each test clip as another test sentence of the same grammar gives "
+               f"{100 * diagnostics['chance_wer']:.1f} % WER.\n")
+    times = stage_times(s)
+    if times:
+        md += "\nWall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + \
+              (" (the training stages ran at the same time)" if s.parallel else "") + ".\n"
+    reached = iterations_reached(s)
+    md += "Iterations trained: " + ", ".join(f"{k} {v}" for k, v in reached.items() if v is not None) + ".\n"
+    meta = {"date": time.strftime("%Y-%m-%d"), "size": s.size, "n_clips": s.n_clips, "judge_input": s.judge_reads(),
+            "grammar": s.grammar, "vocoder": s.vocoder_kind(), "extra_overrides": [*SIZE_EXTRA.get(s.size, []), *s.extra],
+            "iters": {"melgen": s.melgen_iters, "asr": s.asr_iters, "judge": s.judge_iters,
+                      "vocoder": s.vocoder_iters if s.vocoder_kind() == "hifigan" else 0},
+            "iters_reached": iterations_reached(s), "parallel_training": s.parallel, "threads": s.threads,
+            "corrupt_fraction": s.corrupt_fraction, "test_clips": sorted(x for x in n if x is not None),
+            "stage_seconds": times, "cpu_cores": os.cpu_count()}
     try:
         import torch
 
         meta["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:  # noqa: BLE001
         meta["device"] = "unknown"
+    reads = "mel (before the vocoder)" if s.judge_reads() == "mel" else "audio"
     out = s.work_dir / "results.md"
-    out.write_text(f"Synthetic-corpus recipe, {meta['date']}, {meta['device']}, sizes '{s.size}', the judge reads "
-                   f"the generated {'mel (before the vocoder)' if s.judge_input == 'mel' else 'audio'}\n\n" + md)
-    (s.work_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    out.write_text(f"Synthetic-corpus recipe, {meta['date']}, {meta['device']} ({meta['cpu_cores']} cores), sizes "
+                   f"'{s.size}', {s.grammar} grammar, vocoder {s.vocoder_kind()}, the judge reads the generated "
+                   f"{reads}\n\n" + md)
+    (s.work_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results,
+                                                          "diagnostics": diagnostics}, indent=1))
     print(out.read_text())
     return out
 
@@ -405,12 +776,40 @@ def run_recipe(s: RecipeSettings, stages: list[str] | None = None) -> None:
         raise LipVoicerError(f"unknown recipe stage(s) {', '.join(bad)} (stages: {', '.join(STAGES)})")
     if s.size not in MELGEN_SIZES:
         raise LipVoicerError(f"unknown size '{s.size}' (sizes: {', '.join(MELGEN_SIZES)})")
+    if s.vocoder not in VOCODERS:
+        raise LipVoicerError(f"unknown vocoder '{s.vocoder}' (vocoders: {', '.join(VOCODERS)})")
     s.work_dir.mkdir(parents=True, exist_ok=True)
     if "prep" in stages:
         ensure_mean_face(s)  # before the corpus is built: a missing file stops the recipe at once
-    for name in STAGES:
-        if name in stages:
-            t0 = time.time()
-            log.info("=== stage %s", name)
-            STAGE_FUNCS[name](s)
-            log.info("=== stage %s done in %.1f s", name, time.time() - t0)
+    todo = [name for name in STAGES if name in stages]
+    together = [n for n in todo if n in TRAINING_STAGES] if s.parallel else []
+    for name in todo:
+        if name in together:
+            if name == together[0]:
+                run_stages_at_once(s, together)
+            continue
+        run_stage(s, name)
+
+
+TRAINING_STAGES = ("judge", "asr", "melgen", "vocoder")
+
+
+def run_stage(s: RecipeSettings, name: str) -> None:
+    t0 = time.time()
+    log.info("=== stage %s", name)
+    try:
+        STAGE_FUNCS[name](s)
+    finally:
+        add_stage_time(s, name, time.time() - t0)
+    log.info("=== stage %s done in %.1f s", name, time.time() - t0)
+
+
+def run_stages_at_once(s: RecipeSettings, names: list[str]) -> None:
+    """--parallel: the training stages (independent of each other) as concurrent processes; on a CPU
+    shared with other jobs, several one-thread processes get more of it than one multi-threaded process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {name: pool.submit(run_stage, s, name) for name in names}
+    for name, f in futures.items():
+        f.result()   # the first failure stops the recipe, naming its stage

@@ -27,11 +27,42 @@ def test_corrupt_text_replaces_the_requested_fraction():
     assert corrupt_text(text, 0.0, vocab, rng) == text
 
 
+def test_grid_grammar_sentences():
+    from dataloaders.synthetic.corpus import make_sentences
+
+    grid = make_sentences(200, seed=3, grammar="grid")
+    assert len(set(grid)) == 200 and all(len(s.split()) == 6 for s in grid)
+    assert len({w for s in grid for w in s.split()}) <= 51
+    assert grid == make_sentences(200, seed=3, grammar="grid")
+    assert make_sentences(5, seed=3) != make_sentences(5, seed=3, grammar="grid")   # free is the default
+    with pytest.raises(LipVoicerError, match="unknown grammar"):
+        make_sentences(5, seed=0, grammar="klingon")
+
+
+def test_griffin_lim_inverts_a_mel():
+    """The vocoder that needs no training: a tone's log-mel back to a waveform whose mel is close."""
+    import numpy as np
+    import torch
+
+    from dataloaders.audio import log_mel
+
+    t = np.arange(16000) / 16000.0
+    wav = torch.from_numpy((0.5 * np.sin(2 * np.pi * 440 * t) * np.minimum(1, 4 * t)).astype(np.float32))
+    mel = log_mel(wav)
+    out = synthetic_recipe.griffin_lim(mel, n_iter=16)
+    assert out.shape == (16000,) and np.isfinite(out).all() and 0.85 < np.abs(out).max() < 0.95
+    again = log_mel(torch.from_numpy(out))
+    loud = mel > mel.max() - 6
+    assert float((again - mel)[loud].abs().mean()) < 1.0
+
+
 def test_unknown_stage_or_size_is_an_error(tmp_path):
     with pytest.raises(LipVoicerError, match="unknown recipe stage"):
         run_recipe(RecipeSettings(work_dir=tmp_path), ["train_everything"])
     with pytest.raises(LipVoicerError, match="unknown size 'huge'"):
         run_recipe(RecipeSettings(work_dir=tmp_path, size="huge"), ["texts"])
+    with pytest.raises(LipVoicerError, match="unknown vocoder"):
+        run_recipe(RecipeSettings(work_dir=tmp_path, vocoder="wavenet"), ["texts"])
 
 
 @pytest.mark.slow
@@ -44,7 +75,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     results = json.loads((work / "results.json").read_text())
-    assert set(results["results"]) == {"no_guidance", "true_text", "corrupted_text"}
+    assert set(results["results"]) == {"ground_truth", "no_guidance", "true_text", "corrupted_text"}
     for way, summary in results["results"].items():
         assert summary["n_clips"] >= 1, way
         assert summary["corpus_wer"] is not None and summary["means"]["stoi"] is not None
@@ -93,9 +124,13 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
                  "generate.asr_start=4"]) == 0
     assert list((work / "exp" / "synthetic").glob("wnet_h16_d2_T8_*/checkpoint/1.pkl"))   # melgen=tiny
     results = json.loads((work / "results.json").read_text())
-    assert results["meta"]["size"] == "tiny"
-    assert set(results["results"]) == set(synthetic_recipe.WAYS)
+    assert results["meta"]["size"] == "tiny" and results["meta"]["grammar"] == "grid"
+    assert set(results["results"]) == {synthetic_recipe.GROUND_TRUTH, *synthetic_recipe.WAYS}
     for way, summary in results["results"].items():
         assert summary["n_clips"] == 1, way
         assert summary["corpus_wer"] is not None, way
-    assert "judge WER (%)" in (work / "results.md").read_text()
+    table = (work / "results.md").read_text()
+    assert "judge WER (%)" in table and "guidance-ASR CTC loss, true text" in table and "Wall time per stage" in table
+    assert (work / "figure.png").is_file()
+    guidance = results["diagnostics"]["guidance_asr"]
+    assert guidance["true_text"]["ctc_guidance_text"] is not None and guidance["no_guidance"]["ctc_true_text"] > 0

@@ -7,8 +7,10 @@ Writes `<out>/videos/<split>/<speaker>/<clip>.mp4` (25 fps H.264 + 16 kHz mono A
 `<clip>.txt` (first line `Text:  <WORDS>`, then LRS3-style word timings) for the splits
 pretrain / trainval / test.
 
-Each clip: a sentence from a small built-in grammar (fixed seed; every sentence is unique,
-so test sentences are never seen in training), spoken by espeak-ng with a speaker's voice,
+Each clip: a sentence from a small built-in grammar (prep.synthetic.grammar: free, eight
+templates over about 200 words; or grid, GRID's six-word commands over 51 words such as
+"place blue at f two now"; fixed seed; every sentence is unique, so test sentences are
+never seen in training), spoken by espeak-ng with a speaker's voice,
 pitch and speed (16 kHz mono); a video of a real face photograph (scikit-image's
 astronaut) whose mouth is redrawn every frame from the phoneme timings espeak-ng reports:
 each phoneme maps to a viseme (closed, open, rounded, spread, ...; see dataloaders/synthetic/visemes.py),
@@ -81,17 +83,36 @@ _TEMPLATES = (
 )
 
 
-def make_sentences(n: int, seed: int) -> list[str]:
-    """n distinct sentences from the built-in grammar, reproducible from seed."""
+# The GRID corpus's fixed grammar (Cooke et al. 2006): command colour preposition letter digit adverb,
+# 51 words, e.g. "place blue at f two now". Letters are spoken as letter names; no "w" (three syllables).
+_GRID = {
+    "command": "bin lay place set".split(),
+    "colour": "blue green red white".split(),
+    "prep": "at by in with".split(),
+    "letter": list("abcdefghijklmnopqrstuvxyz"),
+    "digit": "zero one two three four five six seven eight nine".split(),
+    "adverb": "again now please soon".split(),
+}
+GRAMMARS = ("free", "grid")
+
+
+def make_sentences(n: int, seed: int, grammar: str = "free") -> list[str]:
+    """n distinct sentences from a built-in grammar, reproducible from seed: "free" (eight templates over
+    about 200 words) or "grid" (GRID's six-word commands over 51 words)."""
+    if grammar not in GRAMMARS:
+        raise LipVoicerError(f"unknown grammar '{grammar}' in prep.synthetic.grammar (use {' or '.join(GRAMMARS)})")
     rng = np.random.default_rng(seed)
     seen, out = set(), []
     attempts = 0
     while len(out) < n:
         attempts += 1
         if attempts > 50 * n + 1000:
-            raise LipVoicerError(f"cannot make {n} distinct sentences from the built-in grammar")
-        template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
-        words = [(_W[t][rng.integers(len(_W[t]))] if t in _W else t) for t in template.split()]
+            raise LipVoicerError(f"cannot make {n} distinct sentences from the built-in '{grammar}' grammar")
+        if grammar == "grid":
+            words = [v[rng.integers(len(v))] for v in _GRID.values()]
+        else:
+            template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
+            words = [(_W[t][rng.integers(len(_W[t]))] if t in _W else t) for t in template.split()]
         sentence = " ".join(words)
         if sentence not in seen:
             seen.add(sentence)
@@ -151,7 +172,7 @@ def make_speaker(name: str, seed: int) -> Speaker:
 
 
 def plan_corpus(n_clips: int, seed: int = 0, fractions: dict | None = None, n_speakers: int = 8,
-                n_test_speakers: int = 2) -> list[ClipSpec]:
+                n_test_speakers: int = 2, grammar: str = "free") -> list[ClipSpec]:
     """Which clip goes where, with which sentence and speaker (independent of the worker count)."""
     if n_clips < 1:
         raise LipVoicerError(f"n_clips must be at least 1 (got {n_clips})")
@@ -177,7 +198,7 @@ def plan_corpus(n_clips: int, seed: int = 0, fractions: dict | None = None, n_sp
     speakers = [make_speaker(f"spk{i:02d}", seed) for i in range(n_speakers)]
     train_spk = speakers[:n_speakers - n_test_speakers]
     test_spk = speakers[n_speakers - n_test_speakers:] or train_spk
-    sentences = make_sentences(n_clips, seed)
+    sentences = make_sentences(n_clips, seed, grammar)
     specs, index, per_speaker = [], 0, {}
     for split in SPLITS:
         pool = test_spk if split == "test" else train_spk
@@ -380,7 +401,8 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
         raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
     out_dir = Path(out_dir)
     specs = plan_corpus(int(syn_cfg["n_clips"]), int(syn_cfg["seed"]), syn_cfg.get("splits"),
-                        int(syn_cfg["n_speakers"]), int(syn_cfg["n_test_speakers"]))
+                        int(syn_cfg["n_speakers"]), int(syn_cfg["n_test_speakers"]),
+                        str(syn_cfg.get("grammar", "free")))
     out_dir.mkdir(parents=True, exist_ok=True)
     present = [s for s in specs if (out_dir / "videos" / f"{s.rel}.mp4").is_file()
                and (out_dir / "videos" / f"{s.rel}.txt").is_file()]
@@ -404,7 +426,7 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
                 failed += 1
                 log.error(err)
     bar.close()
-    meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]),
+    meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]), "grammar": str(syn_cfg.get("grammar", "free")),
             "splits": {s: sum(1 for c in specs if c.split == s) for s in SPLITS},
             "speakers": {spk.name: asdict(spk) for spk in {c.speaker.name: c.speaker for c in specs}.values()}}
     atomic_text(out_dir / "synthetic_corpus.json", json.dumps(meta, indent=1))
