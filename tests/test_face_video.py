@@ -227,3 +227,14 @@ def test_streamed_passes_show_bars_with_frame_rates(faces, tmp_path, capsys):
         assert line and "30/30" in line[-1] and "frame/s" in line[-1], (stage, err)
     analyse_video(path, _prep(), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_bad_tracking_setting_stops_before_detection(faces, tmp_path, monkeypatch):
+    import dataloaders.prep.mouthcrops as mouthcrops
+
+    def no_detection(*a, **k):
+        raise AssertionError("face detection ran with a bad prep.track setting")
+
+    monkeypatch.setattr(mouthcrops, "_detector", no_detection)
+    with pytest.raises(LipVoicerError, match=r"^prep.track: unknown rule 'tallest' \(use longest \| largest \| frontal\)"):
+        mouthcrops.analyse_video(_clip(tmp_path, "clip", faces[:30]), _prep(track="tallest"))

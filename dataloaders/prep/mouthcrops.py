@@ -189,6 +189,7 @@ def _analyse(frames_or_path, cfg, *, source: str, limits: FaceLimits | None, ide
              max_seconds=None, limit_name="generate.max_seconds", progress=False, total=None) -> FaceVideo:
     fps = float(_get(cfg, "fps", 25))
     frames = _frame_source(frames_or_path, cfg, max_seconds, limit_name)
+    settings = tracking_settings(_prep_part(cfg))  # a bad prep.track* value stops before any detection
     detector = _detector(cfg)
     faces_per_frame = []
     with frame_bar(total, "face detection", progress) as bar:
@@ -201,7 +202,6 @@ def _analyse(frames_or_path, cfg, *, source: str, limits: FaceLimits | None, ide
         raise _too_short(source, n / fps, min_seconds, fps)
     if not any(faces_per_frame):
         raise LipVoicerError(f"{source}: no face detected in any frame")
-    settings = tracking_settings(_prep_part(cfg))
     tracks = build_tracks(faces_per_frame, settings["min_iou"], settings["max_keypoint_distance"], settings["max_gap"])
     chosen = choose_track(tracks, settings["rule"], settings["index"])
     stats = face_statistics(chosen, n, track_summary(tracks, chosen), fps)
@@ -216,7 +216,7 @@ def _analyse(frames_or_path, cfg, *, source: str, limits: FaceLimits | None, ide
     cropper = MouthCropper(_mean_face(cfg), landmarks[0].shape[0], crop_size, int(_get(cfg, "warp_size", 256)),
                            source)
     crops = np.empty((n, crop_size, crop_size), dtype=np.uint8)
-    identity, i = None, 0
+    identity = None
     with frame_bar(n, "mouth cropping", progress) as bar:
         for i, frame in enumerate(frames()):
             if i >= n:
