@@ -40,12 +40,12 @@ def build_schedule(cfg, device=None) -> DiffusionSchedule:
 
 def build_sampler(cfg, schedule: DiffusionSchedule) -> Sampler:
     """The sampler `generate` asks for: sampler (ancestral | ddim | dpm_solver), steps (ddim / dpm_solver),
-    eta (ddim), bf16, cuda_graphs, w_video, w_asr, asr_start. Accepts the whole config or its `generate` section."""
+    eta (ddim), bf16, cuda_graphs, clip_x0, w_video, w_asr, asr_start. Accepts the whole config or its `generate` section."""
     gen = cfg["generate"] if _get(cfg, "generate") is not None else cfg
     return Sampler(schedule, name=str(_get(gen, "sampler", "ancestral")), w_video=float(_get(gen, "w_video", 2.0)),
                    w_asr=float(_get(gen, "w_asr", 1.5)), asr_start=int(_get(gen, "asr_start", 270)),
                    steps=_get(gen, "steps"), eta=float(_get(gen, "eta", 0.0)), bf16=bool(_get(gen, "bf16", False)),
-                   cuda_graphs=bool(_get(gen, "cuda_graphs", True)))
+                   cuda_graphs=bool(_get(gen, "cuda_graphs", True)), clip_x0=_get(gen, "clip_x0"))
 
 
 def melgen_checkpoint_path(cfg) -> Path:

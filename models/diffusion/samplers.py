@@ -21,6 +21,13 @@ x) and a `callback(i, t, x)`.
   prediction changes kind (`restart(t)` differs from the previous step's: the ASR term
   switching on) the history restarts with one first-order step.
 
+`clip_x0=(lo, hi)` (every sampler; default None, the published behaviour): the clean mel that a
+step's noise prediction implies, x0 = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t), is clamped to
+[lo, hi] (normalised units: -1 is log(clamp_min), +1 is log 1) and the step is taken from the
+clamped x0 (ancestral: the posterior mean sqrt(abar_prev) beta_t / (1 - abar_t) x0 +
+sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) x; ddim: the noise recomputed from it). It keeps a
+weak model's samples in range; unclamped it equals the formulas above.
+
 After the model call at t = 0 the few-step samplers return that call's x0 (the clean mel;
 also what the ancestral sampler's last step computes). The number of eps calls equals the
 number of visited timesteps.
@@ -66,6 +73,20 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
 
 
+def _clip_range(clip_x0) -> tuple[float, float] | None:
+    if clip_x0 is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip_x0)
+        ok = lo < hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        shown = clip_x0 if isinstance(clip_x0, str) or not hasattr(clip_x0, "__iter__") else list(clip_x0)
+        raise LipVoicerError(f"generate.clip_x0={shown!r}: needs [low, high] with low < high, or null")
+    return lo, hi
+
+
 def _eps_at(eps):
     """(eps_at(x, t, guided), guided(t)): a Guidance takes t as a 0-dim device tensor (a step with no
     host read, so it can be captured); any other eps(x, t) gets the int (eager steps only)."""
@@ -107,16 +128,29 @@ def _drive(ts: list[int], kinds: list, make_step, state: tuple, draws: list[bool
 @torch.no_grad()
 def ancestral(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, first_t: int | None = None,
               mask: torch.Tensor | None = None, noise: NoiseFn | None = None, callback: Callback | None = None,
-              progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None) -> torch.Tensor:
+              progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None,
+              clip_x0: tuple[float, float] | None = None) -> torch.Tensor:
     dev = x.device
     alphas, abars, sigmas = (v.to(dev) for v in (schedule.alphas, schedule.alpha_bars, schedule.sigmas))
     c_eps, sqrt_a = (1 - alphas) / torch.sqrt(1 - abars), torch.sqrt(alphas)
     eps_at, guided = _eps_at(eps)
     ts = list(range(schedule.T - 1 if first_t is None else int(first_t), -1, -1))
+    clip = _clip_range(clip_x0)
+    if clip is not None:     # posterior-mean coefficients of x0 and x_t, in float64
+        ab = schedule.alpha_bars.detach().double().cpu()
+        ab_prev = torch.cat((ab.new_ones(1), ab[:-1]))
+        beta = 1 - schedule.alphas.detach().double().cpu()
+        k_x0 = (ab_prev.sqrt() * beta / (1 - ab)).float().to(dev)
+        k_xt = ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)).float().to(dev)
+        sq1, sq = torch.sqrt(1 - abars), torch.sqrt(abars)
 
     def make_step(kind):
         def step(x, i, t, z):
-            x = (x - c_eps[t] * eps_at(x, t, kind)) / sqrt_a[t]
+            if clip is None:
+                x = (x - c_eps[t] * eps_at(x, t, kind)) / sqrt_a[t]
+            else:
+                x0 = ((x - sq1[t] * eps_at(x, t, kind)) / sq[t]).clamp(*clip)
+                x = k_x0[t] * x0 + k_xt[t] * x
             return (_masked(x + sigmas[t] * z, mask),)      # sigma_0 = 0: no noise at the last step
         return step
 
@@ -140,10 +174,11 @@ def _device_table(values, device) -> torch.Tensor:
 def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int, eta: float = 0.0,
          first_t: int | None = None, mask: torch.Tensor | None = None, noise: NoiseFn | None = None,
          callback: Callback | None = None, progress: bool = False, mode: str = "eager", runners: dict | None = None,
-         pool=None) -> torch.Tensor:
+         pool=None, clip_x0: tuple[float, float] | None = None) -> torch.Tensor:
     abar = _abar_table(schedule)
     ts = timestep_subsequence(steps, schedule.T - 1 if first_t is None else int(first_t))
-    a_, b_, sig_ = [], [], []
+    clip = _clip_range(clip_x0)
+    a_, b_, sig_, sq_, sq1_, sqs_, dir_ = [], [], [], [], [], [], []
     for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else -1
         ab_t, ab_s = abar(t), abar(s)
@@ -152,12 +187,20 @@ def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int
         a_.append(math.sqrt(ab_s / ab_t))
         b_.append(math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) - math.sqrt(ab_s * (1 - ab_t) / ab_t))
         sig_.append(sigma)
-    a_t, b_t, sig_t = (_device_table(v, x.device) for v in (a_, b_, sig_))
+        sq_.append(math.sqrt(ab_t)), sq1_.append(math.sqrt(1 - ab_t)), sqs_.append(math.sqrt(ab_s))
+        dir_.append(math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)))
+    a_t, b_t, sig_t, sq_t, sq1_t, sqs_t, dir_t = (_device_table(v, x.device)
+                                                  for v in (a_, b_, sig_, sq_, sq1_, sqs_, dir_))
     eps_at, guided = _eps_at(eps)
 
     def make_step(kind):
         def step(x, i, t, z):
-            x = a_t[i] * x + b_t[i] * eps_at(x, t, kind)
+            e = eps_at(x, t, kind)
+            if clip is None:
+                x = a_t[i] * x + b_t[i] * e
+            else:    # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps, eps recomputed from the clamped x0
+                x0 = ((x - sq1_t[i] * e) / sq_t[i]).clamp(*clip)
+                x = sqs_t[i] * x0 + dir_t[i] * (x - sq_t[i] * x0) / sq1_t[i]
             return (_masked(x + sig_t[i] * z, mask),)
         return step
 
@@ -169,8 +212,10 @@ def ddim(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int
 def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, steps: int,
                first_t: int | None = None, mask: torch.Tensor | None = None,
                restart: Callable[[int], bool] | None = None, callback: Callback | None = None,
-               progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None) -> torch.Tensor:
+               progress: bool = False, mode: str = "eager", runners: dict | None = None, pool=None,
+               clip_x0: tuple[float, float] | None = None) -> torch.Tensor:
     abar = _abar_table(schedule)
+    clip = _clip_range(clip_x0)
 
     def lam(t: int) -> float:
         return 0.5 * (math.log(abar(t)) - math.log(1 - abar(t)))
@@ -207,6 +252,8 @@ def dpm_solver(eps: EpsFn, x: torch.Tensor, schedule: DiffusionSchedule, *, step
 
         def step(x, x0_prev, i, t, z):
             x0 = (x - tab["sq1"][i] * eps_at(x, t, guided_now)) / tab["sq"][i]
+            if clip is not None:
+                x0 = x0.clamp(*clip)
             if last:
                 return _masked(x0, mask), x0
             d = tab["c0"][i] * x0 - tab["cp"][i] * x0_prev
@@ -259,6 +306,7 @@ class Sampler:
     eta: float = 0.0
     bf16: bool = False
     cuda_graphs: bool = True
+    clip_x0: tuple[float, float] | None = None
     runners: RunnerCache = field(default_factory=RunnerCache, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -269,6 +317,7 @@ class Sampler:
                                                            self.schedule.T, self.name, "generate.steps"))
         if self.eta < 0:
             raise LipVoicerError(f"ddim eta must be >= 0, got {self.eta}")
+        object.__setattr__(self, "clip_x0", _clip_range(self.clip_x0))
 
     def guidance(self, melgen, mouthroi, face_image, *, grad_fn: GradFn | None = None,
                  lengths: torch.Tensor | None = None) -> Guidance:
@@ -323,12 +372,13 @@ class Sampler:
         cached = {}
         signature = eps.signature() if mode != "eager" else None
         if signature is not None:
-            key = (self.name, self.steps, self.eta, first_t, mode, signature)
+            key = (self.name, self.steps, self.eta, self.clip_x0, first_t, mode, signature)
             entry, hit = self.runners.get(key, eps)
             if hit:
                 eps = entry.owner.load_(eps)   # this batch's constants into the tensors the cached steps read
             cached = dict(runners=entry.runners, pool=self.runners.pool() if mode == "graph" else None)
-        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress, mode=mode, **cached)
+        common = dict(first_t=first_t, mask=eps.mask, callback=callback, progress=progress, mode=mode,
+                      clip_x0=self.clip_x0, **cached)
         if self.name == "ancestral":
             return ancestral(eps, x, self.schedule, noise=noise, **common)
         if self.name == "ddim":
