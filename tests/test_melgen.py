@@ -40,6 +40,28 @@ def test_shapes_and_feature_reuse(tiny_cfg):
         assert torch.allclose(model.denoise(x, cond, t), eps, atol=1e-6)
 
 
+def test_lip_channels_last_is_the_same_function(tiny_cfg):
+    """The CPU trainer's channels-last lip stream: same features and gradients, checkpoints load both ways."""
+    torch.manual_seed(0)
+    a = build_melgen(tiny_cfg).train()
+    b = build_melgen(tiny_cfg)
+    b.load_state_dict(a.state_dict())
+    b.train().lip_channels_last()
+    assert b.net_lipreading.trunk[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    x, m, f, t = _inputs(tiny_cfg)
+    torch.manual_seed(1)     # the same dropout masks
+    la = a.net_lipreading(m)
+    torch.manual_seed(1)
+    lb = b.net_lipreading(m)
+    assert torch.allclose(la, lb, rtol=1e-4, atol=2e-4)     # float rounding only
+    ga = torch.autograd.grad(la.square().sum(), a.net_lipreading.frontend3D[0].weight)[0]
+    gb = torch.autograd.grad(lb.square().sum(), b.net_lipreading.frontend3D[0].weight)[0]
+    assert (ga - gb).norm() < 1e-4 * ga.norm()
+    c = build_melgen(tiny_cfg)
+    c.load_state_dict(b.state_dict())
+    assert all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items() if "running" not in k)
+
+
 def test_fresh_model_predicts_zero_noise(tiny_cfg):
     """The last layer is zero-initialised (so training starts from eps = 0)."""
     model = build_melgen(tiny_cfg).eval()

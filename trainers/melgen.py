@@ -34,6 +34,8 @@ class MelGenTrainer(Trainer):
     def build(self) -> None:
         self.dataset = MelGenTrainDataset(self.cfg, "train")
         self.model = build_melgen(self.cfg).to(self.info.device)
+        if self.info.device.type == "cpu":
+            self.model.lip_channels_last()      # faster CPU steps, same function (models/melgen/model.py)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(self.t["learning_rate"]))
         self.schedule = DiffusionSchedule.from_config(self.cfg["diffusion"], self.info.device)
 
