@@ -28,6 +28,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,9 @@ VOCODERS = ("auto", "hifigan", "griffinlim")
 MELGEN_SIZES = {"full": ["melgen=published"], "small": ["melgen=small"], "cpu": ["melgen=cpu"],
                 "mini": ["melgen=mini"], "tiny": ["melgen=tiny"]}
 # Settings every script of a size gets (before the user's overrides): the cpu recipe uses a 50-step
-# diffusion (beta up to 0.2: alpha_bar_T = 0.004) with guidance from t = 35 down, and 128-pixel frames.
-SIZE_EXTRA = {"cpu": ["diffusion.T=50", "diffusion.beta_T=0.2", "generate.asr_start=35",
+# diffusion (beta up to 0.2: alpha_bar_T = 0.004) with guidance from t = 35 down, each step's clean-mel
+# estimate clamped to the data range (an hour-trained MelGen's samples leave it otherwise), and 128-pixel frames.
+SIZE_EXTRA = {"cpu": ["diffusion.T=50", "diffusion.beta_T=0.2", "generate.asr_start=35", "generate.clip_x0=[-1,1.2]",
                       "prep.synthetic.frame_size=128"]}
 ASR_SIZES = {
     "full": [],
@@ -84,9 +86,9 @@ VOCODER_SIZES = {"full": [], "small": ["vocoder.upsample_initial_channel=256"],
 TRAIN_SETTINGS = {
     "full": {"melgen": [], "asr": [], "vocoder": []},
     "small": {"melgen": ["train.batch_size_per_gpu=32"], "asr": ["asr.train.accumulated_steps=1"], "vocoder": []},
-    # cpu: every clip preloaded (no video decoding per item), a higher learning rate for the ASRs trained
-    # from scratch in minutes
-    "cpu": {"melgen": ["train.batch_size_per_gpu=16", "train.preload=true", "train.learning_rate=4e-4",
+    # cpu: every clip preloaded (no video decoding per item), higher learning rates for networks trained
+    # from scratch in minutes (MelGen's noise L1 after 500 iterations: 0.29 at 1e-3, 0.39 at 4e-4)
+    "cpu": {"melgen": ["train.batch_size_per_gpu=16", "train.preload=true", "train.learning_rate=1e-3",
                        "train.iters_per_logging=50"],
             "asr": ["asr.train.batch_size_per_gpu=16", "asr.train.accumulated_steps=1", "asr.train.eval_t=[0]",
                     "asr.train.eval_max_clips=40", "asr.train.learning_rate=1e-3", "asr.train.grad_clip=5.0"],
@@ -171,13 +173,15 @@ class RecipeSettings:
 
 
 # ----------------------------------------------------------------------------- helpers
-def run_script(s: RecipeSettings, args: list[str], what: str) -> None:
-    """Run `python <args>` from the repository root; a failure stops the recipe naming the stage."""
+def run_script(s: RecipeSettings, args: list[str], what: str, threads: int | None = None) -> None:
+    """Run `python <args>` from the repository root; a failure stops the recipe naming the stage.
+    threads: the process's CPU threads (default --threads; None: torch's default)."""
     cmd = [s.python, *args]
-    log.info("[%s] %s", what, " ".join(cmd))
+    threads = threads or s.threads
+    log.info("[%s]%s %s", what, f" ({threads} threads)" if threads else "", " ".join(cmd))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if s.threads:  # on a shared or small CPU, one thread per process avoids oversubscription (much faster)
-        env.update(OMP_NUM_THREADS=str(s.threads), MKL_NUM_THREADS=str(s.threads))
+    if threads:  # on a shared or small CPU, one thread per process avoids oversubscription (much faster)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     r = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
     if r.returncode != 0:
         raise LipVoicerError(f"recipe stage '{what}' failed (exit code {r.returncode}): {' '.join(cmd)}")
@@ -206,14 +210,46 @@ def asr_overrides(s: RecipeSettings, sizes: list[str]) -> list[str]:
     return [f"asr.vocab_size={s.vocab_size}", f"asr.train.tokenizer={s.tokenizer}", *sizes]
 
 
-def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iters: int, ckpt_dir: Path,
-                    what: str, pattern: str = r"^(\d+)\.pkl$", minutes_key: str = "train.max_minutes") -> Path:
+class CoreShare:
+    """--parallel with --threads N: the lanes of training stages running at once share the CPU's cores. A
+    chunk gets max(N, cores // lanes still running) threads, so that when one lane ends (the recognisers are
+    trained), the next chunks of the other (MelGen) use the cores it leaves."""
+
+    def __init__(self, cores: int | None = None):
+        self.cores = cores or os.cpu_count() or 1
+        self.lanes = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.lanes += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.lanes -= 1
+
+    def threads(self, s: RecipeSettings) -> int | None:
+        if not (s.parallel and s.threads):
+            return s.threads
+        with self._lock:
+            return max(int(s.threads), self.cores // max(1, self.lanes))
+
+
+CORES = CoreShare()
+
+
+def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iters: int, ckpt_dir: Path | None,
+                    what: str, pattern: str = r"^(\d+)\.pkl$", minutes_key: str = "train.max_minutes",
+                    find_dir=None) -> Path:
     """Call a training script repeatedly (each call at most chunk_minutes, resuming) until n_iters, or until
-    this call has trained for train_minutes (then the newest checkpoint is used; results.json records the
-    iterations reached)."""
+    this stage has trained for train_minutes (then the newest checkpoint is used; results.json records the
+    iterations reached). ckpt_dir None: found by `find_dir()` after the first chunk (a name that depends on
+    the sizes)."""
     start = time.time()
     for _ in range(10_000):
-        done = newest(ckpt_dir, pattern)
+        if ckpt_dir is None and find_dir is not None:
+            ckpt_dir = find_dir()
+        done = newest(ckpt_dir, pattern) if ckpt_dir is not None else None
         if done is not None and done[0] >= n_iters:
             return done[1]
         minutes = s.chunk_minutes
@@ -224,8 +260,10 @@ def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iter
                          n_iters)
                 return done[1]
             minutes = max(min(minutes, left), 0.5)
-        run_script(s, [script, *overrides, f"{minutes_key}={minutes:.2f}"], what)
-        after = newest(ckpt_dir, pattern)
+        run_script(s, [script, *overrides, f"{minutes_key}={minutes:.2f}"], what, threads=CORES.threads(s))
+        if ckpt_dir is None and find_dir is not None:
+            ckpt_dir = find_dir()
+        after = newest(ckpt_dir, pattern) if ckpt_dir is not None else None
         if after is None or (done is not None and after[0] <= done[0]):
             raise LipVoicerError(f"recipe stage '{what}': no progress (checkpoints in {ckpt_dir})")
     raise LipVoicerError(f"recipe stage '{what}': did not finish")
@@ -326,11 +364,9 @@ def stage_melgen(s: RecipeSettings) -> Path:
             f"train.save_dir={s.work_dir}",
             f"train.n_iters={s.melgen_iters}", f"train.iters_per_ckpt={max(1, min(2000, s.melgen_iters))}",
             f"train.num_workers={s.train_workers()}", f"train.device={s.device}", "train.keep_last=2"]
-    ckpt_dir = next(iter(s.melgen_dir().glob("*/checkpoint")), None)
-    if ckpt_dir is None:  # the model_dir name depends on the sizes: find it after the first chunk
-        run_script(s, [*over, f"train.max_minutes={s.chunk_minutes}"], "melgen")
-        ckpt_dir = next(iter(s.melgen_dir().glob("*/checkpoint")))
-    return train_in_chunks(s, over[0], over[1:], s.melgen_iters, ckpt_dir, "melgen")
+    # the model_dir name depends on the sizes: found after the first chunk
+    return train_in_chunks(s, over[0], over[1:], s.melgen_iters, None, "melgen",
+                           find_dir=lambda: next(iter(s.melgen_dir().glob("*/checkpoint")), None))
 
 
 def _stage_asr(s: RecipeSettings, name: str, sizes: list[str], n_iters: int, seed: int, max_t: str) -> Path:
@@ -692,7 +728,7 @@ def stage_times(s: RecipeSettings) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-_TIMES_LOCK = __import__("threading").Lock()
+_TIMES_LOCK = threading.Lock()
 
 
 def add_stage_time(s: RecipeSettings, name: str, seconds: float) -> None:
@@ -804,12 +840,30 @@ def run_stage(s: RecipeSettings, name: str) -> None:
     log.info("=== stage %s done in %.1f s", name, time.time() - t0)
 
 
+def training_lanes(names: list[str]) -> list[list[str]]:
+    """--parallel: MelGen (the longest) in a lane of its own, the other training stages one after another in a
+    second lane (judge, guidance ASR, vocoder): two processes for two cores, not four."""
+    rest = [n for n in names if n != "melgen"]
+    return [lane for lane in (["melgen"] if "melgen" in names else [], rest) if lane]
+
+
 def run_stages_at_once(s: RecipeSettings, names: list[str]) -> None:
-    """--parallel: the training stages (independent of each other) as concurrent processes; on a CPU
-    shared with other jobs, several one-thread processes get more of it than one multi-threaded process."""
+    """--parallel: the training stages (independent of each other) as concurrent processes, in lanes
+    (training_lanes); on a CPU shared with other jobs, one-thread processes get more of it than one
+    multi-threaded process. A lane that ends leaves its cores to the next chunks of the others (CoreShare)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(names)) as pool:
-        futures = {name: pool.submit(run_stage, s, name) for name in names}
-    for name, f in futures.items():
+    def lane(stages: list[str]) -> None:
+        try:
+            for name in stages:
+                run_stage(s, name)
+        finally:
+            CORES.leave()
+
+    lanes = training_lanes(names)
+    for _ in lanes:
+        CORES.enter()
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [pool.submit(lane, stages) for stages in lanes]
+    for f in futures:
         f.result()   # the first failure stops the recipe, naming its stage

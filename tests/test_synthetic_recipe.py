@@ -27,6 +27,22 @@ def test_corrupt_text_replaces_the_requested_fraction():
     assert corrupt_text(text, 0.0, vocab, rng) == text
 
 
+def test_parallel_training_lanes_share_the_cores(tmp_path):
+    """--parallel: MelGen in its own lane, the recognisers (and vocoder) one after another in the other;
+    with --threads 1 on 2 cores each lane's chunks get 1 thread, and 2 once the other lane has ended."""
+    from recipes.synthetic_recipe import CoreShare, training_lanes
+    assert training_lanes(["judge", "asr", "melgen", "vocoder"]) == [["melgen"], ["judge", "asr", "vocoder"]]
+    assert training_lanes(["asr"]) == [["asr"]]
+    share = CoreShare(cores=2)
+    s = RecipeSettings(tmp_path, threads=1, parallel=True)
+    share.enter(), share.enter()
+    assert share.threads(s) == 1
+    share.leave()
+    assert share.threads(s) == 2
+    assert share.threads(RecipeSettings(tmp_path, threads=1)) == 1          # not --parallel: as asked
+    assert share.threads(RecipeSettings(tmp_path, parallel=True)) is None   # no --threads: torch's default
+
+
 def test_grid_grammar_sentences():
     from dataloaders.synthetic.corpus import make_sentences
 
@@ -91,7 +107,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     assert len(STAGES) == 10
 
 
-def _run_script_in_process(s, args, what):
+def _run_script_in_process(s, args, what, threads=None):
     """The recipe's run_script without a new interpreter per call: `python <script> args` (or
     `python -m <module> args`) runs as __main__ inside this process; a non-zero exit stops the recipe."""
     old_argv = sys.argv
