@@ -266,7 +266,8 @@ def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iter
             ckpt_dir = find_dir()
         after = newest(ckpt_dir, pattern) if ckpt_dir is not None else None
         if after is None or (done is not None and after[0] <= done[0]):
-            raise LipVoicerError(f"recipe stage '{what}': no progress (checkpoints in {ckpt_dir})")
+            where = ckpt_dir if ckpt_dir is not None else "no checkpoint folder was written"
+            raise LipVoicerError(f"recipe stage '{what}': no progress (checkpoints in {where})")
     raise LipVoicerError(f"recipe stage '{what}': did not finish")
 
 

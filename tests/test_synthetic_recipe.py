@@ -43,6 +43,29 @@ def test_parallel_training_lanes_share_the_cores(tmp_path):
     assert share.threads(RecipeSettings(tmp_path, parallel=True)) is None   # no --threads: torch's default
 
 
+def test_train_in_chunks_finds_its_folder_after_the_first_chunk(tmp_path, monkeypatch):
+    """MelGen's checkpoint folder (named by the sizes) is found after the first chunk, which counts toward
+    train_minutes and gets CoreShare's threads; a chunk that writes nothing stops the stage in one line."""
+    from recipes.synthetic_recipe import train_in_chunks
+    calls = []
+    folder = tmp_path / "exp" / "wnet" / "checkpoint"
+
+    def fake_run(s, args, what, threads=None):
+        calls.append((args[-1], threads))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{2 * len(calls)}.pkl").write_bytes(b"")
+
+    monkeypatch.setattr(synthetic_recipe, "run_script", fake_run)
+    s = RecipeSettings(tmp_path, threads=1, chunk_minutes=10.0)
+    find = lambda: folder if folder.is_dir() else None   # noqa: E731
+    assert train_in_chunks(s, "train_melgen.py", [], 4, None, "melgen", find_dir=find) == folder / "4.pkl"
+    assert calls == [("train.max_minutes=10.00", 1), ("train.max_minutes=10.00", 1)]
+    monkeypatch.setattr(synthetic_recipe, "run_script", lambda *a, **k: None)
+    with pytest.raises(LipVoicerError) as e:
+        train_in_chunks(s, "train_melgen.py", [], 4, None, "melgen", find_dir=lambda: None)
+    assert str(e.value) == "recipe stage 'melgen': no progress (checkpoints in no checkpoint folder was written)"
+
+
 def test_grid_grammar_sentences():
     from dataloaders.synthetic.corpus import make_sentences
 
