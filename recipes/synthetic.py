@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import exit_on_user_error  # noqa: E402
-from recipes.synthetic_recipe import MEAN_FACE_NAME, STAGES, MELGEN_SIZES, RecipeSettings, run_recipe  # noqa: E402
+from recipes.synthetic_recipe import (ASR_SIZES, MEAN_FACE_NAME, MELGEN_SIZES, STAGES, RecipeSettings,  # noqa: E402
+                                      run_recipe)
 
 
 @exit_on_user_error
@@ -64,9 +65,21 @@ def main(argv=None) -> int:
     ap.add_argument("--judge_input", choices=["auto", "wav", "mel"], default=d.judge_input,
                     help="the judge reads the vocoded audio, or the generated mel before the vocoder "
                          "(auto: the mel with Griffin-Lim, the audio with HiFi-GAN)")
-    ap.add_argument("--grammar", choices=["grid", "free"], default=d.grammar,
+    ap.add_argument("--grammar", choices=["grid", "free", "homophene"], default=d.grammar,
                     help="sentences of the corpus: grid (GRID's six-word commands over 51 words, e.g. 'place blue "
-                         "at f two now') or free (eight templates over about 200 words)")
+                         "at f two now'), free (eight templates over about 200 words) or homophene (six slots of "
+                         "words that look alike on the lips, e.g. bat/pat/mat, on one mouth track per group)")
+    ap.add_argument("--audio_clips", type=int, default=d.audio_clips,
+                    help="utterances without video (speech only, cheap) for the recognisers: two thirds train the "
+                         "guidance ASR, one third the judge, each beside the video corpus's training clips")
+    ap.add_argument("--asr_size", choices=list(ASR_SIZES), default=None,
+                    help="size of the guidance ASR (default: --size)")
+    ap.add_argument("--sweep_clips", type=int, default=d.sweep_clips,
+                    help="on this many test clips: a w_asr sweep (0, 0.5, 1.5, 3), asr_start at the best weight, "
+                         "and DDIM / DPM-Solver++ at 10 and 25 steps with and without guidance (0: none of these)")
+    ap.add_argument("--publish", action="store_true",
+                    help="the report stage also writes docs/results/synthetic_<grammar>_<size>.json, FLAC samples "
+                         "under docs/samples/synthetic_<grammar>/ and the figures under docs/images/")
     ap.add_argument("--test_speakers", type=int, default=d.test_speakers,
                     help="speakers seen only in the test split (0: test = held-out sentences of the training "
                          "speakers)")

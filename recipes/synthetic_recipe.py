@@ -11,9 +11,13 @@ It proves on the project's own data that the pieces learn and that ASR guidance 
   judge       train_asr.py               a separate recogniser on clean mels only (other seed and size),
                                          used only for scoring
   vocoder     train_vocoder.py           HiFi-GAN on the synthetic audio
-  texts       guidance texts: true transcripts, and a corrupted copy (a fraction of words replaced)
-  generate    inference_full_test_split.py three ways: no ASR guidance, true text, corrupted text
-  evaluate    evaluate.py with the judge; results.md / results.json
+  texts       guidance texts: true transcripts, and a corrupted copy (a fraction of words replaced; on
+              the homophene grammar also copies whose replacements are all homophenes / all other words)
+  generate    inference_full_test_split.py per condition (recipes/synthetic_conditions.py): no ASR
+              guidance, true text, corrupted text(s); with --sweep_clips a w_asr sweep and fast samplers
+  evaluate    evaluate.py with the judge per condition; results.md / results.json (the main table)
+  sweep       asr_start earlier / later at the sweep's best weight (--sweep_clips)
+  report      results_full.json (recipes/synthetic_publish.py); --publish: docs/results, samples, figures
 
 Every stage runs the project's own scripts as subprocesses with Hydra overrides and
 skips work already done, so the recipe can be re-run (or run stage by stage) until
@@ -40,7 +44,8 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The recognisers train before MelGen: the judge's held-out WER on clean mels is the first sign that the corpus
 # and the sizes work.
-STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "evaluate")
+STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "evaluate",
+          "sweep", "report")
 WAYS = ("no_guidance", "true_text", "corrupted_text")
 GROUND_TRUTH = "ground_truth"   # the test clips' own mels, vocoded and scored like a generation
 VOCODERS = ("auto", "hifigan", "griffinlim")
@@ -67,6 +72,10 @@ ASR_SIZES = {
     "tiny": ["asr.stem_filters=8", "asr.dims=[16,24,32]", "asr.num_blocks=[1,1,1]", "asr.num_heads=2",
              "asr.conv_kernel=5", "asr.ff_ratio=2", "asr.step_embed_dim_in=16", "asr.step_embed_dim_mid=32",
              "asr.step_embed_dim_out=32", "asr.max_pos_encoding=2000"],
+    # a wider guidance ASR for the homophene experiment (--asr_size cpu_wide): it trains on many more
+    # utterances (--audio_clips) than the video corpus has, in the lane beside MelGen
+    "cpu_wide": ["asr.stem_filters=32", "asr.dims=[96,144,192]", "asr.num_blocks=[2,2,2]",
+                 "asr.step_embed_dim_mid=256", "asr.step_embed_dim_out=256"],
 }
 # The judge differs from the guidance ASR in size (and seed): it must not share its weaknesses.
 JUDGE_SIZES = {
@@ -135,6 +144,10 @@ class RecipeSettings:
     threads: int | None = None        # CPU threads of every script (OMP_NUM_THREADS; None: torch's default)
     parallel: bool = False            # train the judge, the guidance ASR and MelGen (and HiFi-GAN) at once
     train_minutes: float | None = None  # wall-clock cap of each training stage (None: until its iterations)
+    audio_clips: int = 0              # utterances without video for the recognisers (2/3 guidance ASR, 1/3 judge)
+    sweep_clips: int = 0              # the w_asr / asr_start sweep and the fast samplers on this many test clips (0: none)
+    publish: bool = False             # also write docs/results, docs/samples, docs/images (and the model set)
+    asr_size: str | None = None       # the guidance ASR's size (a key of ASR_SIZES; None: --size)
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
 
@@ -285,10 +298,32 @@ def corrupt_text(text: str, fraction: float, vocabulary: list[str], rng: random.
 
 
 # ----------------------------------------------------------------------------- stages
+AUDIO_LISTS = {"guidance": "audio_guidance.list", "judge": "audio_judge.list"}   # under the corpus root
+
+
 def stage_corpus(s: RecipeSettings) -> None:
     run_script(s, ["-m", "dataloaders.synthetic.corpus", "--out_dir", str(s.data), "--n_clips", str(s.n_clips),
-                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress", *corpus_overrides(s)],
+                   "--seed", str(s.seed), "--workers", str(s.workers), "--no_progress",
+                   *(["--audio_only", str(s.audio_clips)] if s.audio_clips else []), *corpus_overrides(s)],
                "corpus")
+    if s.audio_clips:   # disjoint shares: the guidance ASR and the judge never hear the same extra utterance
+        from dataloaders.synthetic.corpus import AUDIO_ONLY
+
+        clips = [c for c in (s.data / f"{AUDIO_ONLY}.list").read_text().split() if c]
+        cut = round(len(clips) * 2 / 3)
+        for name, part in (("guidance", clips[:cut]), ("judge", clips[cut:])):
+            (s.data / AUDIO_LISTS[name]).write_text("\n".join(part) + "\n")
+        log.info("audio-only utterances: %d for the guidance ASR, %d for the judge", cut, len(clips) - cut)
+
+
+def audio_split_overrides(s: RecipeSettings, name: str) -> list[str]:
+    """The recogniser `name` trains on its share of the audio-only utterances beside the video corpus's
+    training clips (nothing to add without --audio_clips)."""
+    from dataloaders.synthetic.corpus import AUDIO_ONLY
+
+    if not s.audio_clips or not (s.data / AUDIO_LISTS[name]).is_file():
+        return []
+    return [f"dataset.splits.train=[{{dir:{AUDIO_ONLY},list:'{AUDIO_LISTS[name]}'}},{{dir:pretrain}},{{dir:trainval}}]"]
 
 
 MEAN_FACE_NAME = "20words_mean_face.npy"  # the published file's name (asset `mean_face`)
@@ -372,7 +407,8 @@ def stage_melgen(s: RecipeSettings) -> Path:
 
 
 def _stage_asr(s: RecipeSettings, name: str, sizes: list[str], n_iters: int, seed: int, max_t: str) -> Path:
-    over = [*common(s, seed), *asr_overrides(s, sizes), *TRAIN_SETTINGS[s.size]["asr"], f"asr.train.name={name}",
+    over = [*common(s, seed), *asr_overrides(s, sizes), *TRAIN_SETTINGS[s.size]["asr"], *audio_split_overrides(s, name),
+            f"asr.train.name={name}",
             f"asr.train.save_dir={s.work_dir}", f"asr.train.n_iters={n_iters}",
             f"asr.train.iters_per_ckpt={max(1, min(2000, n_iters))}", f"asr.train.num_workers={s.train_workers()}",
             f"asr.train.device={s.device}", "asr.train.keep_last=2", f"asr.train.max_t={max_t}",
@@ -381,8 +417,12 @@ def _stage_asr(s: RecipeSettings, name: str, sizes: list[str], n_iters: int, see
                            minutes_key="asr.train.max_minutes")
 
 
+def guidance_asr_sizes(s: RecipeSettings) -> list[str]:
+    return ASR_SIZES[s.asr_size or s.size]
+
+
 def stage_asr(s: RecipeSettings) -> Path:
-    return _stage_asr(s, "guidance", ASR_SIZES[s.size], s.asr_iters, s.seed, "${diffusion.T}")
+    return _stage_asr(s, "guidance", guidance_asr_sizes(s), s.asr_iters, s.seed, "${diffusion.T}")
 
 
 def stage_judge(s: RecipeSettings) -> Path:
@@ -410,6 +450,17 @@ def stage_texts(s: RecipeSettings) -> None:
     if not files:
         raise LipVoicerError(f"{test}: no test transcripts")
     vocab = sorted({w for p in s.data.glob("videos/*/*/*.txt") for w in transcript_from_lrs_text(p.read_text()).split()})
+    if s.grammar == "homophene":   # the true texts, and three corrupted ways with their substitutions
+        from recipes.synthetic_conditions import write_homophene_texts
+
+        texts = {str(p.relative_to(test).with_suffix("")): transcript_from_lrs_text(p.read_text()) for p in files}
+        for vid, text in texts.items():
+            out = s.texts_dir("true_text") / f"{vid}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + "\n")
+        for way, frac in write_homophene_texts(s.texts_dir, texts, s.corrupt_fraction, s.seed + 7).items():
+            log.info("%s: %.1f %% of words replaced", way, 100.0 * frac)
+        return
     rng = random.Random(s.seed + 7)
     changed = total = 0
     for p in files:
@@ -499,7 +550,7 @@ def generation_overrides(s: RecipeSettings) -> list[str]:
     missing = [n for n, v in (("melgen", melgen), ("asr", asr), ("vocoder", voc)) if v is None]
     if missing:
         raise LipVoicerError(f"{s.work_dir}: no trained {', '.join(missing)} yet (run those stages first)")
-    return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, ASR_SIZES[s.size]), *VOCODER_SIZES[s.size],
+    return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, guidance_asr_sizes(s)), *VOCODER_SIZES[s.size],
             f"generate.ckpt_path={melgen[1]}", f"generate.asr_ckpt={asr[1].resolve()}",
             f"asr.tokenizer={s.tokenizer.resolve()}", f"vocoder.checkpoint={voc[1]}",
             f"generate.batch_size={s.batch_size}",
@@ -507,21 +558,37 @@ def generation_overrides(s: RecipeSettings) -> list[str]:
             *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]
 
 
-def way_overrides(s: RecipeSettings, way: str) -> list[str]:
-    out = [f"generate.save_dir={s.work_dir / 'generated' / way}"]
-    if way == "no_guidance":
-        return out + ["generate.w_asr=0"]
-    return out + [f"generate.lipread_text_dir={s.texts_dir(way)}"]
+def conditions(s: RecipeSettings, which: str = "main"):
+    """The recipe's conditions (recipes/synthetic_conditions.py): "main" (the ways, on --n_test clips),
+    "extra" (the weight sweep and the fast samplers, on --sweep_clips clips; none without it)."""
+    from recipes import synthetic_conditions as sc
+
+    if which == "main":
+        return sc.main_conditions(s.grammar == "homophene")
+    if not s.sweep_clips:
+        return []
+    from utils.config import compose_config
+
+    T = int(compose_config(list(SIZE_EXTRA.get(s.size, [])) + list(s.extra))["diffusion"]["T"])
+    return [*sc.weight_sweep(), *sc.sampler_conditions(T)]
+
+
+def condition_dir(s: RecipeSettings, cond, cfg_gen) -> Path:
+    """The folder of a condition's generated clips."""
+    from pipelines.outputs import run_dir
+
+    name = cond if isinstance(cond, str) else cond.name
+    if name == GROUND_TRUTH:
+        return s.work_dir / "generated" / GROUND_TRUTH
+    w_asr = 0 if getattr(cond, "texts", name) in (None, "no_guidance") else \
+        (cond.w_asr if getattr(cond, "w_asr", None) is not None else cfg_gen["w_asr"])
+    start = getattr(cond, "asr_start", None)
+    return run_dir(s.work_dir / "generated" / name, "synthetic", cfg_gen["w_video"], w_asr,
+                   cfg_gen["asr_start"] if start is None else start)
 
 
 def run_dir_of(s: RecipeSettings, way: str, cfg_gen: dict) -> Path:
-    from pipelines.outputs import run_dir
-
-    if way == GROUND_TRUTH:
-        return s.work_dir / "generated" / GROUND_TRUTH
-    base = s.work_dir / "generated" / way
-    w_asr = 0 if way == "no_guidance" else cfg_gen["w_asr"]
-    return run_dir(base, "synthetic", cfg_gen["w_video"], w_asr, cfg_gen["asr_start"])
+    return condition_dir(s, next((c for c in conditions(s) if c.name == way), way), cfg_gen)
 
 
 def write_ground_truth(s: RecipeSettings, cfg, ids: list[str]) -> Path:
@@ -556,28 +623,48 @@ def generated_ids(folder: Path) -> list[str]:
                   if not p.name.startswith("."))
 
 
+def generate_conditions(s: RecipeSettings, base: list[str], cfg, conds) -> None:
+    """Generate (and with Griffin-Lim, vocode) each condition not yet complete; --parallel: two at a time.
+    Each generation's wall time per clip goes to generation_seconds.json."""
+    from recipes.synthetic_conditions import GenerationClock
+
+    clock = GenerationClock(s.work_dir / "generation_seconds.json")
+    lanes = 2 if s.parallel else 1
+
+    def one(cond) -> None:
+        folder = condition_dir(s, cond, cfg["generate"])
+        n = s.sweep_clips if cond.sweep else s.n_test
+        have = len(generated_ids(folder)) if folder.is_dir() else 0
+        texts = [f"generate.lipread_text_dir={s.texts_dir(cond.texts)}"] if cond.texts else []
+        t0 = time.time()
+        run_script(s, ["inference_full_test_split.py", *base, f"generate.save_dir={s.work_dir / 'generated' / cond.name}",
+                       *texts, *cond.overrides(), *([f"generate.n_samples={n}"] if n else [])], f"generate {cond.name}")
+        made = len(generated_ids(folder)) - have
+        if made > 0 and have == 0:
+            clock.record(cond.name, time.time() - t0, made,
+                         f"{lanes} generation(s) at a time on {os.cpu_count()} cores, {s.threads or 'default'} thread(s) each")
+        if s.vocoder_kind() == "griffinlim":
+            log.info("generate %s: %d wavs vocoded with Griffin-Lim", cond.name, griffinlim_folder(folder, cfg["audio"]))
+
+    if lanes > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(lanes) as pool:
+            for f in [pool.submit(one, c) for c in conds]:
+                f.result()
+    else:
+        for c in conds:
+            one(c)
+
+
 def stage_generate(s: RecipeSettings) -> None:
     from utils.config import compose_config
 
     base = generation_overrides(s)
     cfg = compose_config(base)
-
-    def one(way: str) -> None:
-        run_script(s, ["inference_full_test_split.py", *base, *way_overrides(s, way)], f"generate {way}")
-        if s.vocoder_kind() == "griffinlim":
-            n = griffinlim_folder(run_dir_of(s, way, cfg["generate"]), cfg["audio"])
-            log.info("generate %s: %d wavs vocoded with Griffin-Lim", way, n)
-
-    if s.parallel:  # the three ways as concurrent processes
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(WAYS)) as pool:
-            for f in [pool.submit(one, way) for way in WAYS]:
-                f.result()
-    else:
-        for way in WAYS:
-            one(way)
-    write_ground_truth(s, cfg, generated_ids(run_dir_of(s, WAYS[0], cfg["generate"])))
+    main = conditions(s)
+    generate_conditions(s, base, cfg, [*main, *conditions(s, "extra")])
+    write_ground_truth(s, cfg, generated_ids(condition_dir(s, main[0], cfg["generate"])))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -636,35 +723,95 @@ def chance_wer(s: RecipeSettings, ids: list[str]) -> float | None:
     return sum(e for e, _ in pairs) / max(sum(n for _, n in pairs), 1)
 
 
-def stage_evaluate(s: RecipeSettings) -> dict:
+def judge_checkpoint(s: RecipeSettings) -> Path:
     judge = newest(s.asr_dir("judge"))
     if judge is None:
         raise LipVoicerError(f"{s.asr_dir('judge')}: no judge checkpoint yet (run the judge stage first)")
+    return judge[1]
+
+
+def score_condition(s: RecipeSettings, name: str, gdir: Path, judge: Path, force: bool = False) -> dict:
+    """The judge's scores of one generated folder (evaluate.py into results/<name>/); a summary already
+    there for as many clips as the folder has is reused (the stage resumes)."""
+    out = s.work_dir / "results" / name
+    summary = out / "metrics_summary.json"
+    n = len(generated_ids(gdir))
+    if not force and summary.is_file() and json.loads(summary.read_text()).get("n_clips") == n:
+        return json.loads(summary.read_text())
+    run_script(s, ["evaluate.py", *common(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
+                   f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge}",
+                   f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}", f"evaluate.device={s.device}",
+                   f"evaluate.recognize_from={s.judge_reads()}", f"generate.n_samples={n}", "evaluate.progress=false"],
+               f"evaluate {name}")
+    return json.loads(summary.read_text())
+
+
+def stage_evaluate(s: RecipeSettings) -> dict:
+    judge = judge_checkpoint(s)
     from utils.config import compose_config
 
     cfg = compose_config(generation_overrides(s))
     gen_cfg = cfg["generate"]
-    folders = {way: run_dir_of(s, way, gen_cfg) for way in (GROUND_TRUTH, *WAYS)}
+    main = conditions(s)
+    folders = {c.name: condition_dir(s, c, gen_cfg) for c in main}
+    folders = {GROUND_TRUTH: condition_dir(s, GROUND_TRUTH, gen_cfg), **folders}
     if not folders[GROUND_TRUTH].is_dir():  # generated before the ground-truth column existed
-        write_ground_truth(s, cfg, generated_ids(folders[WAYS[0]]))
-    results = {}
-    for way, gdir in folders.items():
-        out = s.work_dir / "results" / way
-        run_script(s, ["evaluate.py", *common(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
-                       f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge[1]}",
-                       f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}", f"evaluate.device={s.device}",
-                       f"evaluate.recognize_from={s.judge_reads()}",
-                       *([f"generate.n_samples={s.n_test}"] if s.n_test else []),   # the clips generated
-                       "evaluate.progress=false"], f"evaluate {way}")
-        results[way] = json.loads((out / "metrics_summary.json").read_text())
+        write_ground_truth(s, cfg, generated_ids(folders[main[0].name]))
+    # ground truth, then the main conditions (the table), then the sweep and the samplers
+    results = {name: score_condition(s, name, gdir, judge) for name, gdir in folders.items()}
+    for c in conditions(s, "extra"):
+        gdir = condition_dir(s, c, gen_cfg)
+        if gdir.is_dir() and generated_ids(gdir):
+            score_condition(s, c.name, gdir, judge)
     diagnostics = {"guidance_asr": guidance_asr_scores(s, cfg, folders),
-                   "chance_wer": chance_wer(s, generated_ids(folders[WAYS[0]]))}
+                   "chance_wer": chance_wer(s, generated_ids(folders[main[0].name]))}
     try:
         make_figure(s, folders)
     except Exception as e:  # noqa: BLE001 - the figure is a by-product; the table still gets written
         log.warning("figure not written: %s", e)
     write_results(s, results, diagnostics)
     return results
+
+
+def stage_sweep(s: RecipeSettings) -> None:
+    """asr_start earlier and later, at the weight of the sweep with the lowest judge WER (needs the
+    evaluate stage's scores of the weight sweep); nothing without --sweep_clips."""
+    if not s.sweep_clips:
+        log.info("no sweep (--sweep_clips 0)")
+        return
+    from recipes import synthetic_conditions as sc
+    from utils.config import compose_config
+
+    base = generation_overrides(s)
+    cfg = compose_config(base)
+    gen = cfg["generate"]
+    weights = weight_results(s, gen)
+    best = sc.best_weight(weights, float(gen["w_asr"]))
+    log.info("sweep: best w_asr %g (judge WER %s %%); asr_start sweep at it", best, weights[best].get("wer"))
+    conds = sc.start_sweep(best, int(gen["asr_start"]), int(cfg["diffusion"]["T"]))
+    generate_conditions(s, base, cfg, conds)
+    judge = judge_checkpoint(s)
+    for c in conds:
+        score_condition(s, c.name, condition_dir(s, c, gen), judge)
+
+
+def sweep_ids(s: RecipeSettings, gen_cfg) -> list[str]:
+    """The test clips of the sweep (the first --sweep_clips of the main conditions)."""
+    return generated_ids(condition_dir(s, conditions(s)[0], gen_cfg))[:s.sweep_clips]
+
+
+def weight_results(s: RecipeSettings, gen_cfg) -> dict[float, dict]:
+    """{w_asr: the judge's scores on the sweep clips}: 0 = no_guidance and the configured weight = true_text
+    (their scores on the same clips), the others the sweep's own folders."""
+    from recipes import synthetic_conditions as sc
+
+    ids = sweep_ids(s, gen_cfg)
+    res = s.work_dir / "results"
+    out = {0.0: sc.flat_scores(sc.subset_summary(res / "no_guidance" / "metrics_per_clip.csv", ids)),
+           float(gen_cfg["w_asr"]): sc.flat_scores(sc.subset_summary(res / "true_text" / "metrics_per_clip.csv", ids))}
+    for c in sc.weight_sweep():
+        out[float(c.w_asr)] = sc.flat_scores(sc.subset_summary(res / c.name / "metrics_per_clip.csv", ids))
+    return dict(sorted(out.items()))
 
 
 def per_clip_hypotheses(s: RecipeSettings, way: str) -> dict[str, str]:
@@ -689,7 +836,7 @@ def make_figure(s: RecipeSettings, folders: dict[str, Path], n_clips: int = 3) -
     from dataloaders.text import transcript_from_lrs_text
 
     ids = generated_ids(folders[WAYS[0]])[:n_clips]
-    cols = (GROUND_TRUTH, *WAYS)
+    cols = (GROUND_TRUTH, *WAYS)   # ground truth beside the three generations
     hyps = {way: per_clip_hypotheses(s, way) for way in cols}
     fig, axes = plt.subplots(len(ids), len(cols), figsize=(3.2 * len(cols), 2.1 * len(ids)), squeeze=False)
     for r, vid in enumerate(ids):
@@ -746,7 +893,7 @@ def _add_stage_time(s: RecipeSettings, name: str, seconds: float) -> None:
 
 def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = None) -> Path:
     diagnostics = diagnostics or {}
-    cols = [w for w in (GROUND_TRUTH, *WAYS) if w in results]
+    cols = [w for w in (GROUND_TRUTH, *(c.name for c in conditions(s))) if w in results]
     rows = [("judge WER (%)", "corpus_wer", 100.0, 2), ("judge CER (%)", "corpus_cer", 100.0, 2),
             ("STOI", "stoi", 1.0, 4), ("ESTOI", "estoi", 1.0, 4), ("PESQ (wide-band)", "pesq", 1.0, 3),
             ("log-mel L1", "log_mel_l1", 1.0, 4)]
@@ -802,9 +949,20 @@ def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = N
     return out
 
 
+def stage_report(s: RecipeSettings) -> None:
+    """results_full.json (every condition, the sweep, the samplers, chance levels, the guidance ASR's WER
+    on noisy mels, stage times) and, with --publish, the same under docs/results/ with samples, figures
+    and the model set (recipes/synthetic_publish.py)."""
+    from recipes.synthetic_publish import publish, write_full_report
+
+    report = write_full_report(s)
+    if s.publish:
+        publish(s, report)
+
+
 STAGE_FUNCS = {"corpus": stage_corpus, "prep": stage_prep, "tokenizer": stage_tokenizer, "melgen": stage_melgen,
                "asr": stage_asr, "judge": stage_judge, "vocoder": stage_vocoder, "texts": stage_texts,
-               "generate": stage_generate, "evaluate": stage_evaluate}
+               "generate": stage_generate, "evaluate": stage_evaluate, "sweep": stage_sweep, "report": stage_report}
 
 
 def run_recipe(s: RecipeSettings, stages: list[str] | None = None) -> None:

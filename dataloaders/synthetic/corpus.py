@@ -8,15 +8,22 @@ Writes `<out>/videos/<split>/<speaker>/<clip>.mp4` (25 fps H.264 + 16 kHz mono A
 pretrain / trainval / test.
 
 Each clip: a sentence from a small built-in grammar (prep.synthetic.grammar: free, eight
-templates over about 200 words; or grid, GRID's six-word commands over 51 words such as
-"place blue at f two now"; fixed seed; every sentence is unique, so test sentences are
-never seen in training), spoken by espeak-ng with a speaker's voice,
+templates over about 200 words; grid, GRID's six-word commands over 51 words such as
+"place blue at f two now"; or homophene, six slots of words that look alike on the lips,
+such as "bat pat mat", spoken word by word on one timing per group so that the mouth cannot
+tell them apart (dataloaders/synthetic/homophenes.py); fixed seed; every sentence is unique,
+so test sentences are never seen in training), spoken by espeak-ng with a speaker's voice,
 pitch and speed (16 kHz mono); a video of a real face photograph (scikit-image's
 astronaut) whose mouth is redrawn every frame from the phoneme timings espeak-ng reports:
 each phoneme maps to a viseme (closed, open, rounded, spread, ...; see dataloaders/synthetic/visemes.py),
 smoothly interpolated. Phonemes that share a viseme (p/b/m, t/d/n/s, k/g, ...) look alike,
 as in real lip reading. Speakers differ in voice and look (mirroring, scale, position,
 brightness, colour); clips add small variations and slow head motion.
+
+`--audio_only N` writes N more utterances without video (`audios/audio_only/<speaker>/<clip>.wav`
+and `.wav.spec`, transcripts under `videos/audio_only/`, listed in `audio_only.list`): speech is
+cheap, faces are not, so a recogniser can hear many times more of the language than MelGen sees.
+Their sentences never equal a test sentence.
 
 Existing clips are kept (re-running resumes); files are written under temporary names
 and renamed. Every clip depends on the seed and its index only: speech is synthesised
@@ -32,6 +39,7 @@ import logging
 import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +50,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from dataloaders.synthetic import espeak
+from dataloaders.synthetic import espeak, homophenes
 from dataloaders.synthetic.visemes import mouth_shapes
 from dataloaders.video_io import write_video
 from utils.config import compose_config
@@ -93,15 +101,17 @@ _GRID = {
     "digit": "zero one two three four five six seven eight nine".split(),
     "adverb": "again now please soon".split(),
 }
-GRAMMARS = ("free", "grid")
+GRAMMARS = ("free", "grid", "homophene")
 
 
 def make_sentences(n: int, seed: int, grammar: str = "free") -> list[str]:
     """n distinct sentences from a built-in grammar, reproducible from seed: "free" (eight templates over
-    about 200 words) or "grid" (GRID's six-word commands over 51 words)."""
+    about 200 words), "grid" (GRID's six-word commands over 51 words) or "homophene" (six slots of
+    homophene groups, 72 words)."""
     if grammar not in GRAMMARS:
         raise LipVoicerError(f"unknown grammar '{grammar}' in prep.synthetic.grammar (use {' or '.join(GRAMMARS)})")
     rng = np.random.default_rng(seed)
+    slots = homophenes.homophene_slots() if grammar == "homophene" else None
     seen, out = set(), []
     attempts = 0
     while len(out) < n:
@@ -110,6 +120,8 @@ def make_sentences(n: int, seed: int, grammar: str = "free") -> list[str]:
             raise LipVoicerError(f"cannot make {n} distinct sentences from the built-in '{grammar}' grammar")
         if grammar == "grid":
             words = [v[rng.integers(len(v))] for v in _GRID.values()]
+        elif slots is not None:
+            words = [[w for g in slot for w in g][rng.integers(sum(len(g) for g in slot))] for slot in slots]
         else:
             template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
             words = [(_W[t][rng.integers(len(_W[t]))] if t in _W else t) for t in template.split()]
@@ -309,21 +321,51 @@ def _frame_transform(spk: Speaker, jitter: np.ndarray, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one clip
-def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarray, list[tuple[str, float, float]]]:
-    """(frames uint8 (T, S, S, 3), audio float32 at sampling_rate, word timings) of one clip."""
-    import cv2  # noqa: PLC0415 - OpenCV and SciPy load only where clips are drawn
+class _Shifted:
+    """A phoneme moved onto the clip's time line (after the lead silence)."""
+
+    def __init__(self, p, offset: float):
+        self.name, self.start, self.end = p.name, p.start + offset, p.end + offset
+
+
+def _speech(spec: ClipSpec, syn_cfg: dict, rng: np.random.Generator):
+    """(speech int16-scaled float at its own rate, rate, phonemes to draw the mouth from, word timings from 0)."""
+    spk = spec.speaker
+    if str(syn_cfg.get("grammar", "free")) == "homophene":
+        # word by word on each group's reference timing; rate and pitch in a few steps (each word is
+        # synthesised once per voice, rate and pitch, and reused)
+        rate = int(np.clip(spk.rate + 10 * rng.integers(-1, 2), 80, 450))
+        pitch = int(spk.pitch + 3 * rng.integers(-1, 2))
+        words = spec.sentence.split()
+        gaps = rng.uniform(0.03, 0.10, max(len(words) - 1, 0))
+        hs = homophenes.homophene_speech(words, spk.voice, rate, pitch, spk.pitch_range, list(gaps))
+        return hs.samples, hs.sample_rate, hs.phonemes, hs.words
+    rate = int(np.clip(spk.rate + rng.integers(-15, 16), 80, 450))
+    utt = espeak.synthesize(spec.sentence, voice=spk.voice, rate=rate, pitch=int(spk.pitch + rng.integers(-4, 5)),
+                            pitch_range=spk.pitch_range, isolated=True)
+    words = spec.sentence.split()
+    total = len(utt.samples) / utt.sample_rate
+    end_speech = utt.phonemes[-1].start if utt.phonemes else total
+    starts = [t for _, t in utt.words][: len(words)]
+    timings = []
+    for k, w in enumerate(words):
+        a = starts[k] if k < len(starts) else end_speech
+        b = starts[k + 1] if k + 1 < len(starts) else end_speech
+        timings.append((w, a, max(b, a)))
+    return utt.samples.astype(np.float32) / 32768.0, utt.sample_rate, utt.phonemes, timings
+
+
+def clip_audio_and_mouth(spec: ClipSpec, syn_cfg: dict):
+    """(audio float32 at sampling_rate, mouth shapes (T, 4), word timings, the clip's generator for what
+    follows) of one clip: everything but the pictures."""
     from scipy.signal import resample_poly
 
     fps = float(syn_cfg["fps"])
     sr = int(syn_cfg["sampling_rate"])
-    size = int(syn_cfg["frame_size"])
     rng = np.random.default_rng(spec.seed)
-    spk = spec.speaker
-    rate = int(np.clip(spk.rate + rng.integers(-15, 16), 80, 450))
-    utt = espeak.synthesize(spec.sentence, voice=spk.voice, rate=rate, pitch=int(spk.pitch + rng.integers(-4, 5)),
-                            pitch_range=spk.pitch_range, isolated=True)
-    g = np.gcd(sr, utt.sample_rate)
-    speech = resample_poly(utt.samples.astype(np.float32) / 32768.0, sr // g, utt.sample_rate // g)
+    raw, raw_sr, phonemes, word_times = _speech(spec, syn_cfg, rng)
+    g = np.gcd(sr, raw_sr)
+    speech = resample_poly(raw, sr // g, raw_sr // g)
     lead = float(rng.uniform(*syn_cfg["lead_silence_s"]))
     tail = float(rng.uniform(*syn_cfg["tail_silence_s"]))
     total = lead + len(speech) / sr + tail
@@ -336,15 +378,41 @@ def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarr
     peak = float(np.abs(audio).max()) or 1.0
     audio *= float(rng.uniform(0.5, 0.9)) / peak
     audio += rng.normal(0, 10 ** (-float(rng.uniform(55, 70)) / 20), n_samples).astype(np.float32)
+    shapes = mouth_shapes([_Shifted(p, lead) for p in phonemes], n_frames / fps, fps=fps, n_frames=n_frames,
+                          rng=rng, articulation=spec.speaker.articulation)
+    timings = [(w, a + lead, b + lead) for w, a, b in word_times]
+    return audio, shapes, timings, rng
 
-    class _Shifted:  # phoneme timings on the clip's time line
-        def __init__(self, p):
-            self.name, self.start, self.end = p.name, p.start + lead, p.end + lead
 
-    phonemes = [_Shifted(p) for p in utt.phonemes]
-    shapes = mouth_shapes(phonemes, n_frames / fps, fps=fps, n_frames=n_frames, rng=rng,
-                          articulation=spk.articulation)
+def identical_mouth_tracks(specs: list[ClipSpec], syn_cfg: dict) -> tuple[int, int]:
+    """(words whose mouth track equals that of every other member of their homophene group, words): each
+    word of each clip replaced in turn by each other member, the clip's mouth shapes drawn again (the
+    same code that draws the corpus's videos) and compared with the original's, exactly."""
+    same = total = 0
+    for spec in specs:
+        words = spec.sentence.split()
+        base = clip_audio_and_mouth(spec, syn_cfg)[1]
+        for k, w in enumerate(words):
+            total += 1
+            others = [m for m in homophenes.group_of(w) if m != w]
+            alike = True
+            for m in others:
+                swapped = dataclasses.replace(spec, sentence=" ".join(words[:k] + [m] + words[k + 1:]))
+                shapes = clip_audio_and_mouth(swapped, syn_cfg)[1]
+                alike = alike and shapes.shape == base.shape and bool(np.array_equal(shapes, base))
+            same += bool(others) and alike
+    return same, total
 
+
+def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarray, list[tuple[str, float, float]]]:
+    """(frames uint8 (T, S, S, 3), audio float32 at sampling_rate, word timings) of one clip."""
+    import cv2  # noqa: PLC0415 - OpenCV loads only where clips are drawn
+
+    fps = float(syn_cfg["fps"])
+    size = int(syn_cfg["frame_size"])
+    spk = spec.speaker
+    audio, shapes, timings, rng = clip_audio_and_mouth(spec, syn_cfg)
+    n_frames = len(shapes)
     face = _face()
     clip_jitter = np.array([rng.uniform(-0.04, 0.04), rng.uniform(-3, 3), rng.uniform(-4, 4), rng.uniform(-4, 4)])
     phase = rng.uniform(0, 2 * np.pi, 4)
@@ -358,15 +426,6 @@ def synthesize_clip(spec: ClipSpec, syn_cfg: dict) -> tuple[np.ndarray, np.ndarr
                              borderMode=cv2.BORDER_REFLECT101)
         img = img * gain + rng.normal(0, 1.5, img.shape).astype(np.float32)
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-
-    words = spec.sentence.split()
-    word_starts = [t + lead for _, t in utt.words][: len(words)]
-    end_speech = lead + (utt.phonemes[-1].start if utt.phonemes else len(speech) / sr)
-    timings = []
-    for k, w in enumerate(words):
-        s = word_starts[k] if k < len(word_starts) else end_speech
-        e = word_starts[k + 1] if k + 1 < len(word_starts) else end_speech
-        timings.append((w, s, max(e, s)))
     return frames, audio, timings
 
 
@@ -407,12 +466,79 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
     present = [s for s in specs if (out_dir / "videos" / f"{s.rel}.mp4").is_file()
                and (out_dir / "videos" / f"{s.rel}.txt").is_file()]
     todo = [s for s in specs if s not in present]
+    if str(syn_cfg.get("grammar")) == "homophene":
+        homophenes.homophene_slots()   # found once here; worker processes inherit the groups
+    failed = _run_all(write_clip, todo, (str(out_dir), syn_cfg), max(int(syn_cfg.get("workers", 1)), 1),
+                      "synthetic clips", progress)
+    meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]), "grammar": str(syn_cfg.get("grammar", "free")),
+            "splits": {s: sum(1 for c in specs if c.split == s) for s in SPLITS},
+            "speakers": {spk.name: asdict(spk) for spk in {c.speaker.name: c.speaker for c in specs}.values()}}
+    if meta["grammar"] == "homophene":
+        meta["homophene_slots"] = [[list(g) for g in slot] for slot in homophenes.homophene_slots()]
+    atomic_text(out_dir / "synthetic_corpus.json", json.dumps(meta, indent=1))
+    return len(todo) - failed, len(present), failed
+
+
+# ----------------------------------------------------------------------------- audio without video
+AUDIO_ONLY = "audio_only"   # the split folder (and `<root>/audio_only.list`) of the utterances without video
+
+
+def plan_audio_corpus(n: int, syn_cfg: dict) -> list[ClipSpec]:
+    """n utterances without video by the training speakers of the corpus that syn_cfg describes, with
+    sentences of its grammar (another seed) that are never one of its test sentences."""
+    seed = int(syn_cfg["seed"])
+    grammar = str(syn_cfg.get("grammar", "free"))
+    video = plan_corpus(int(syn_cfg["n_clips"]), seed, syn_cfg.get("splits"), int(syn_cfg["n_speakers"]),
+                        int(syn_cfg["n_test_speakers"]), grammar)
+    test = {c.sentence for c in video if c.split == "test"}
+    train_spk = list({c.speaker.name: c.speaker for c in video if c.split != "test"}.values())
+    sentences = [x for x in make_sentences(n + len(test), seed + 7919, grammar) if x not in test][:n]
+    specs, per_speaker = [], {}
+    for k, sentence in enumerate(sentences):
+        spk = train_spk[k % len(train_spk)]
+        per_speaker[spk.name] = per_speaker.get(spk.name, 0) + 1
+        specs.append(ClipSpec(index=k, split=AUDIO_ONLY, speaker=spk, clip_id=f"{per_speaker[spk.name]:05d}",
+                              sentence=sentence, seed=_seed("audio", k, seed)))
+    return specs
+
+
+def write_audio_clip(spec: ClipSpec, out_dir: str, syn_cfg: dict, audio_cfg: dict) -> tuple[str, str | None]:
+    """One utterance without video: `<clip>.wav` (16-bit), its `.wav.spec` mel (as wav2mel makes it) and
+    the transcript; returns (relative path, error line or None)."""
+    import soundfile as sf
+    import torch
+
+    from dataloaders.audio import wav_file_to_mel
+    from utils.files import atomic_write
+
+    root = Path(out_dir)
+    wav = root / "audios" / f"{spec.rel}.wav"
+    mel = wav.with_name(wav.name + ".spec")
+    text = root / "videos" / f"{spec.rel}.txt"
+    if wav.is_file() and mel.is_file() and text.is_file():
+        return spec.rel, None
+    try:
+        torch.set_num_threads(1)
+        audio, _, timings, _ = clip_audio_and_mouth(spec, syn_cfg)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(wav, lambda tmp: sf.write(str(tmp), audio, int(syn_cfg["sampling_rate"]), subtype="PCM_16",
+                                               format="WAV"))
+        spec_mel = wav_file_to_mel(wav, audio_cfg)
+        atomic_write(mel, lambda tmp: torch.save(spec_mel.clone(), tmp))
+        text.parent.mkdir(parents=True, exist_ok=True)
+        atomic_text(text, transcript_text(spec.sentence, timings))
+        return spec.rel, None
+    except LipVoicerError as e:
+        return spec.rel, f"{wav}: {e}"
+
+
+def _run_all(fn, todo: list, args: tuple, workers: int, desc: str, progress: bool) -> int:
+    """fn(spec, *args) for every spec (in worker processes when workers > 1); returns how many failed."""
     failed = 0
-    bar = tqdm(total=len(todo), desc="synthetic clips", unit="clip", dynamic_ncols=True, disable=not progress)
-    workers = max(int(syn_cfg.get("workers", 1)), 1)
+    bar = tqdm(total=len(todo), desc=desc, unit="clip", dynamic_ncols=True, disable=not progress)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(min(workers, len(todo))) as pool:
-            results = pool.map(write_clip, todo, [str(out_dir)] * len(todo), [syn_cfg] * len(todo))
+            results = pool.map(fn, todo, *[[a] * len(todo) for a in args], chunksize=8)
             for _, err in results:
                 bar.update(1)
                 if err:
@@ -420,17 +546,33 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
                     log.error(err)
     else:
         for spec in todo:
-            _, err = write_clip(spec, str(out_dir), syn_cfg)
+            _, err = fn(spec, *args)
             bar.update(1)
             if err:
                 failed += 1
                 log.error(err)
     bar.close()
-    meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]), "grammar": str(syn_cfg.get("grammar", "free")),
-            "splits": {s: sum(1 for c in specs if c.split == s) for s in SPLITS},
-            "speakers": {spk.name: asdict(spk) for spk in {c.speaker.name: c.speaker for c in specs}.values()}}
-    atomic_text(out_dir / "synthetic_corpus.json", json.dumps(meta, indent=1))
-    return len(todo) - failed, len(present), failed
+    return failed
+
+
+def build_audio_corpus(out_dir: str | Path, syn_cfg: dict, audio_cfg: dict, n: int,
+                       progress: bool = True) -> tuple[int, int, int]:
+    """Write n utterances without video (plan_audio_corpus) and `audio_only.list`; (written, present, failed)."""
+    if not espeak.available():
+        raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
+    out_dir = Path(out_dir)
+    specs = plan_audio_corpus(int(n), syn_cfg)
+    if str(syn_cfg.get("grammar")) == "homophene":
+        homophenes.homophene_slots()   # found once here; worker processes inherit the groups
+    done = [s for s in specs if all(p.is_file() for p in (
+        out_dir / "audios" / f"{s.rel}.wav", out_dir / "audios" / f"{s.rel}.wav.spec",
+        out_dir / "videos" / f"{s.rel}.txt"))]
+    todo = [s for s in specs if s not in done]
+    failed = _run_all(write_audio_clip, todo, (str(out_dir), syn_cfg, dict(audio_cfg)),
+                      max(int(syn_cfg.get("workers", 1)), 1), "audio-only utterances", progress)
+    ok = [s.rel.split("/", 1)[1] for s in specs if (out_dir / "audios" / f"{s.rel}.wav.spec").is_file()]
+    atomic_text(out_dir / f"{AUDIO_ONLY}.list", "\n".join(ok) + "\n")
+    return len(todo) - failed, len(done), failed
 
 
 # ----------------------------------------------------------------------------- command line
@@ -450,19 +592,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n_clips", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--audio_only", type=int, default=0, metavar="N",
+                    help="also write N utterances without video (for training a recogniser on more speech)")
     ap.add_argument("--no_progress", action="store_true")
     args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if "=" not in o]
     if bad:
         ap.error(f"unrecognised arguments: {' '.join(bad)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    syn = synthetic_settings(compose_config(overrides))
+    cfg = compose_config(overrides)
+    syn = synthetic_settings(cfg)
     for key in ("n_clips", "seed", "workers"):
         if getattr(args, key) is not None:
             syn[key] = getattr(args, key)
     out_dir = args.out_dir or syn["out_dir"]
     written, present, failed = build_corpus(out_dir, syn, progress=not args.no_progress)
     print(f"synthetic corpus {out_dir}: {written} clips written, {present} already present, {failed} failed")
+    if args.audio_only:
+        a_written, a_present, a_failed = build_audio_corpus(out_dir, syn, OmegaConf.to_container(cfg.audio, resolve=True),
+                                                            args.audio_only, progress=not args.no_progress)
+        print(f"audio-only utterances: {a_written} written, {a_present} already present, {a_failed} failed")
+        failed += a_failed
     return 1 if failed else 0
 
 
