@@ -74,6 +74,9 @@ def main(argv=None) -> int:
                          "guidance ASR, one third the judge, each beside the video corpus's training clips")
     ap.add_argument("--asr_size", choices=list(ASR_SIZES), default=None,
                     help="size of the guidance ASR (default: --size)")
+    ap.add_argument("--asr_max_t", type=int, default=None,
+                    help="the guidance ASR trains on noisy mels x_t with t < this (default: every step of the "
+                         "diffusion; generate.asr_start + 1 covers exactly the steps it guides)")
     ap.add_argument("--sweep_clips", type=int, default=d.sweep_clips,
                     help="on this many test clips: a w_asr sweep (0, 0.5, 1.5, 3), asr_start at the best weight, "
                          "and DDIM / DPM-Solver++ at 10 and 25 steps with and without guidance (0: none of these)")

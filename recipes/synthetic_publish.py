@@ -56,6 +56,8 @@ def recipe_command(s: r.RecipeSettings) -> str:
         parts.append(f"--audio_clips {s.audio_clips}")
     if s.asr_size:
         parts.append(f"--asr_size {s.asr_size}")
+    if s.asr_max_t is not None:
+        parts.append(f"--asr_max_t {s.asr_max_t}")
     parts += [f"--workers {s.workers}"]
     if s.loader_workers is not None:
         parts.append(f"--loader_workers {s.loader_workers}")

@@ -148,6 +148,7 @@ class RecipeSettings:
     sweep_clips: int = 0              # the w_asr / asr_start sweep and the fast samplers on this many test clips (0: none)
     publish: bool = False             # also write docs/results, docs/samples, docs/images (and the model set)
     asr_size: str | None = None       # the guidance ASR's size (a key of ASR_SIZES; None: --size)
+    asr_max_t: int | None = None      # the guidance ASR trains on x_t with t < asr_max_t (None: every step, T)
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
 
@@ -422,7 +423,8 @@ def guidance_asr_sizes(s: RecipeSettings) -> list[str]:
 
 
 def stage_asr(s: RecipeSettings) -> Path:
-    return _stage_asr(s, "guidance", guidance_asr_sizes(s), s.asr_iters, s.seed, "${diffusion.T}")
+    max_t = "${diffusion.T}" if s.asr_max_t is None else str(int(s.asr_max_t))
+    return _stage_asr(s, "guidance", guidance_asr_sizes(s), s.asr_iters, s.seed, max_t)
 
 
 def stage_judge(s: RecipeSettings) -> Path:
