@@ -12,11 +12,14 @@ words are kept ("don't").
 """
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from pathlib import Path
 
 from utils.errors import LipVoicerError
+
+log = logging.getLogger(__name__)
 
 # Numbers are spelled out as words, as the LRS transcripts have them (they contain no digits),
 # with num2words (English) and these rules, applied in this order:
@@ -130,3 +133,16 @@ def read_transcript(path: str | Path) -> str:
     if not content.splitlines():
         raise LipVoicerError(f"{path}: transcript is empty")
     return transcript_from_lrs_text(content)
+
+
+def transcript_beside(video: str | Path) -> tuple[str, str]:
+    """(text, where it came from) for a video without a lip reader: the transcript `<video stem>.txt` beside it
+    (plain text, or an LRS-style `Text:` line), else an empty text (no ASR guidance), said in a warning."""
+    path = Path(video).with_suffix(".txt")
+    if path.is_file():
+        text = transcript_from_lrs_text(path.read_text(encoding="utf-8", errors="replace"))
+        if text:
+            return text, f"transcript {path.name}"
+    log.warning("%s: no text: this model set has no lip reader and there is no transcript %s beside the video; "
+                "sampling without ASR guidance (give the words with generate.text='...')", video, path.name)
+    return "", "none (no lip reader, no transcript)"

@@ -16,6 +16,7 @@ from pathlib import Path
 from models.asr.model import ASRGuidanceModel, build_asr, load_asr_checkpoint
 from models.diffusion.samplers import Sampler
 from models.diffusion.schedule import DiffusionSchedule
+from models.griffin_lim import GriffinLimVocoder
 from models.hifigan.generator import HiFiGANGenerator, load_hifigan
 from models.melgen.checkpoint import build_melgen, load_melgen as _load_melgen
 from models.melgen.model import MelGen
@@ -23,7 +24,7 @@ from models.weight_norm import fold_weight_norm
 from utils.errors import LipVoicerError
 
 __all__ = ["asr_checkpoint_path", "build_asr", "build_melgen", "build_sampler", "build_schedule", "load_asr",
-           "load_melgen", "load_vocoder", "melgen_checkpoint_path"]
+           "load_melgen", "load_vocoder", "melgen_checkpoint_path", "vocoder_kind"]
 
 
 def _get(section, key, default=None):
@@ -84,6 +85,17 @@ def load_asr(path, cfg, device="cpu") -> ASRGuidanceModel:
     return asr
 
 
-def load_vocoder(path, cfg, device="cpu") -> HiFiGANGenerator:
+def vocoder_kind(cfg) -> str:
+    """vocoder.kind: hifigan (a checkpoint) or griffinlim (no training, no file)."""
+    kind = str(_get(cfg["vocoder"], "kind", "hifigan"))
+    if kind not in ("hifigan", "griffinlim"):
+        raise LipVoicerError(f"vocoder.kind={kind}: must be hifigan or griffinlim")
+    return kind
+
+
+def load_vocoder(path, cfg, device="cpu") -> HiFiGANGenerator | GriffinLimVocoder:
+    """HiFi-GAN from `path`, or with vocoder.kind=griffinlim the untrained Griffin-Lim vocoder (path unused)."""
+    if vocoder_kind(cfg) == "griffinlim":
+        return GriffinLimVocoder(cfg["audio"], int(_get(cfg["vocoder"], "n_iter", 32))).to(device)
     return load_hifigan(path, cfg["vocoder"], map_location=device)
 

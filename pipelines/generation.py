@@ -31,16 +31,18 @@ from dataloaders.audio import denormalise_mel
 from dataloaders.tokenizer import BPETokenizer
 from models.asr.model import output_lengths
 from models.builders import (asr_checkpoint_path, build_sampler, build_schedule, load_asr, load_melgen,
-                             load_vocoder, melgen_checkpoint_path)
+                             load_vocoder, melgen_checkpoint_path, vocoder_kind)
 from models.diffusion.guidance import asr_guidance
 from models.diffusion.samplers import Sampler
 from models.hifigan.generator import vocode
 from utils.assets import find_asset_for_path, missing_asset_error
 from utils.errors import LipVoicerError
+from utils.model_sets import has_lip_reader, resolve_model_set
 
 log = logging.getLogger(__name__)
 
 AUTO_BUCKET_FRAMES = 25   # generate.bucket_frames=auto on CUDA with graphs: 1 s buckets (25 video frames)
+GRIFFIN_LIM = "griffinlim"  # vocoder.kind without a checkpoint file
 TOKEN_BUCKET = 32          # guiding texts padded to a multiple of this many tokens (ignored past each length)
 
 
@@ -77,13 +79,15 @@ def tokenizer_path(cfg) -> Path:
 def generation_files(cfg, lip_reading: bool = False) -> dict[str, str]:
     """The files a generation run needs, checked before any heavy work (missing -> LipVoicerError
     naming the file and the command that fetches it)."""
+    resolve_model_set(cfg)   # a shipped model set (models=synthetic): its files checked, its folder made absolute
     gen = cfg["generate"]
     files = {"melgen": str(require_file(cfg, melgen_checkpoint_path(cfg), "MelGen checkpoint (generate.ckpt_path)")),
-             "vocoder": str(require_file(cfg, cfg["vocoder"]["checkpoint"], "HiFi-GAN checkpoint"))}
+             "vocoder": (GRIFFIN_LIM if vocoder_kind(cfg) == GRIFFIN_LIM else
+                         str(require_file(cfg, cfg["vocoder"]["checkpoint"], "HiFi-GAN checkpoint")))}
     if float(gen["w_asr"]) > 0:
         files["asr"] = str(require_file(cfg, asr_checkpoint_path(cfg), "ASR checkpoint (generate.asr_ckpt)"))
         files["tokenizer"] = str(require_file(cfg, tokenizer_path(cfg), "ASR tokenizer"))
-    if lip_reading:
+    if lip_reading and has_lip_reader(cfg):
         v = cfg["vsr"]
         keys = ["model_path", "model_conf", "units_path"] + (["lm_path", "lm_conf"] if float(v["lm_weight"]) else [])
         for key in keys:

@@ -32,7 +32,7 @@ import torch
 import soundfile as sf
 
 from dataloaders.prep.mouthcrops import FaceLimits, analyse_video
-from dataloaders.text import normalize_text
+from dataloaders.text import normalize_text, transcript_beside
 from dataloaders.transforms import face_to_tensor, mouth_to_tensor
 from dataloaders.video_io import mux_audio, mux_plan, probe_video, write_video
 from models.vsr.reader import load_lip_reader
@@ -41,6 +41,7 @@ from pipelines.settings import check_generation_settings
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import OutputError, check_writable, output_error, publish_dir
+from utils.model_sets import has_lip_reader, model_set_name, notice, resolve_model_set
 from utils.plotting import save_mel_png
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,13 @@ def check_video_length(path: Path, gen_cfg) -> None:
 
 # ----------------------------------------------------------------------------- the computation
 def read_text(cfg, crops: np.ndarray, device: torch.device, source: str) -> tuple[str, str]:
-    """(text, where it came from): generate.text when given, else the lip reader's reading."""
+    """(text, where it came from): generate.text when given, else the lip reader's reading; a model set
+    without a lip reader (models=synthetic) takes the transcript beside the video, or guides without text."""
     given = cfg["generate"].get("text")
     if given is not None and str(given).strip():
         return normalize_text(str(given)), "generate.text"
+    if not has_lip_reader(cfg):
+        return transcript_beside(Path(source))
     reader = load_lip_reader(cfg, device=device)
     try:
         text = reader.read(crops, device=device, source=source)
@@ -212,6 +216,9 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
 
     given = gen.get("text")
     generation_files(cfg, lip_reading=given is None or not str(given).strip())
+    model_set = resolve_model_set(cfg)   # checked by generation_files; its one-line notice now
+    if model_set is not None:
+        log.warning("%s", notice(model_set))
     check_video_length(video_path, gen)
     stage("read_video", 0.0)
     stage("mouth_crops", 0.0)
@@ -266,6 +273,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
             "settings": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                          for k, v in dict(gen).items()},
             "checkpoints": core.files,
+            "model_set": model_set_name(cfg),
             "timings_s": dict(timer.seconds),
             "versions": versions(),
             "files": files,

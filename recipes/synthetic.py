@@ -82,7 +82,11 @@ def main(argv=None) -> int:
                          "and DDIM / DPM-Solver++ at 10 and 25 steps with and without guidance (0: none of these)")
     ap.add_argument("--publish", action="store_true",
                     help="the report stage also writes docs/results/synthetic_<grammar>_<size>.json, FLAC samples "
-                         "under docs/samples/synthetic_<grammar>/ and the figures under docs/images/")
+                         "under docs/samples/synthetic_<grammar>/, the figures under docs/images/, and the trained "
+                         "models as the model set model_sets/synthetic/ (configs/models/synthetic.yaml, "
+                         "models=synthetic) with one test clip as examples/synthetic_clip.mp4")
+    ap.add_argument("--publish_root", type=Path, default=None,
+                    help="where --publish writes (default: this repository)")
     ap.add_argument("--test_speakers", type=int, default=d.test_speakers,
                     help="speakers seen only in the test split (0: test = held-out sentences of the training "
                          "speakers)")

@@ -3,7 +3,9 @@
     report = write_full_report(s)    # <work_dir>/results_full.json
     publish(s, report)               # docs/results/synthetic_<grammar>_<size>.json,
                                      # docs/samples/synthetic_<grammar>/ (FLAC + texts.csv),
-                                     # docs/images/synthetic_<grammar>_<size>.png and _sweep.png
+                                     # docs/images/synthetic_<grammar>_<size>.png and _sweep.png,
+                                     # model_sets/synthetic/ + configs/models/synthetic.yaml + the
+                                     # example clip (recipes/synthetic_model_set.py)
 
 Everything here is read from what the recipe's stages wrote (results/<condition>/, generated/,
 texts/, stage_times.json, generation_seconds.json); nothing is typed in by hand.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from recipes import synthetic_conditions as sc
 from recipes import synthetic_recipe as r
+from recipes.synthetic_model_set import NAME, export_model_set
 from utils.files import atomic_text
 
 log = logging.getLogger(__name__)
@@ -190,11 +193,13 @@ def write_full_report(s: r.RecipeSettings) -> dict:
 def publish(s: r.RecipeSettings, report: dict) -> dict[str, Path]:
     """The report, SAMPLE_CLIPS test clips of each of SAMPLE_CONDITIONS as FLAC with texts.csv, and the
     figures, under docs/ of the repository."""
+    root = s.publish_root or REPO_ROOT
     name = f"synthetic_{s.grammar}_{s.size}"
-    out = {"json": REPO_ROOT / "docs" / "results" / f"{name}.json",
-           "samples": REPO_ROOT / "docs" / "samples" / f"synthetic_{s.grammar}",
-           "figure": REPO_ROOT / "docs" / "images" / f"{name}.png",
-           "sweep_figure": REPO_ROOT / "docs" / "images" / f"{name}_sweep.png"}
+    out = {"json": root / "docs" / "results" / f"{name}.json",
+           "samples": root / "docs" / "samples" / f"synthetic_{s.grammar}",
+           "figure": root / "docs" / "images" / f"{name}.png",
+           "sweep_figure": root / "docs" / "images" / f"{name}_sweep.png",
+           "model_set": root / "model_sets" / NAME}
     atomic_text(out["json"], json.dumps(report, indent=1) + "\n")
     write_samples(s, out["samples"])
     fig = s.work_dir / "figure.png"
@@ -203,7 +208,9 @@ def publish(s: r.RecipeSettings, report: dict) -> dict[str, Path]:
         shutil.copyfile(fig, out["figure"])
     if report.get("sweep"):
         sweep_figure(report, out["sweep_figure"])
-    log.info("published: %s", ", ".join(str(p.relative_to(REPO_ROOT)) for p in out.values()))
+    export_model_set(s, out["model_set"], root / "configs" / "models" / f"{NAME}.yaml", report,
+                     example=root / "examples")
+    log.info("published: %s", ", ".join(str(p.relative_to(root)) for p in out.values()))
     return out
 
 

@@ -148,6 +148,7 @@ class RecipeSettings:
     sweep_clips: int = 0              # the w_asr / asr_start sweep and the fast samplers on this many test clips (0: none)
     publish: bool = False             # also write docs/results, docs/samples, docs/images (and the model set)
     asr_size: str | None = None       # the guidance ASR's size (a key of ASR_SIZES; None: --size)
+    publish_root: Path | None = None  # where --publish writes docs/, model_sets/, configs/models/, examples/ (None: this repository)
     asr_max_t: int | None = None      # the guidance ASR trains on x_t with t < asr_max_t (None: every step, T)
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
@@ -431,9 +432,9 @@ def stage_judge(s: RecipeSettings) -> Path:
     return _stage_asr(s, "judge", JUDGE_SIZES[s.size], s.judge_iters, s.seed + 1000, "1")  # t = 0: clean mels
 
 
-def stage_vocoder(s: RecipeSettings) -> Path:
+def stage_vocoder(s: RecipeSettings) -> Path | None:
     if s.vocoder_kind() == "griffinlim":
-        return placeholder_vocoder(s)
+        return None   # nothing to train: generation vocodes with vocoder=griffinlim
     over = [*common(s), *VOCODER_SIZES[s.size], *TRAIN_SETTINGS[s.size]["vocoder"],
             f"vocoder_train.save_dir={s.work_dir}", "vocoder_train.name=synthetic",
             f"vocoder_train.n_iters={s.vocoder_iters}", f"vocoder_train.iters_per_ckpt={max(1, min(5000, s.vocoder_iters))}",
@@ -478,50 +479,7 @@ def stage_texts(s: RecipeSettings) -> None:
     log.info("corrupted texts: %d of %d words replaced (%.1f %%)", changed, total, 100.0 * changed / max(total, 1))
 
 
-# ----------------------------------------------------------------------------- vocoding without training
-def placeholder_vocoder(s: RecipeSettings) -> Path:
-    """With --vocoder griffinlim: an untrained (random) HiFi-GAN file, only so that the generation script
-    runs; every wav it writes is replaced by Griffin-Lim from the saved mel (griffinlim_folder)."""
-    out = s.vocoder_dir() / "g_00000000"
-    if not out.is_file():
-        from models.hifigan.generator import HiFiGANGenerator, save_hifigan
-        from utils.config import compose_config
-
-        cfg = compose_config([*common(s), *VOCODER_SIZES[s.size]])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_hifigan(out, HiFiGANGenerator(cfg["vocoder"]))
-    return out
-
-
-def griffin_lim(log_mel, audio_cfg=None, n_iter: int = 32):
-    """A denormalised log-mel (n_mels, frames) -> float32 waveform, peak 1 / audio.peak_scale: the linear
-    magnitude from the mel by non-negative least squares (multiplicative updates from the pseudo-inverse),
-    then torchaudio's Griffin-Lim phase reconstruction. A vocoder that needs no training (and sounds like one)."""
-    import librosa
-    import torch
-    import torchaudio
-
-    from dataloaders.audio import audio_params
-
-    p = audio_params(audio_cfg)
-    basis = torch.from_numpy(librosa.filters.mel(sr=p["sampling_rate"], n_fft=p["filter_length"], n_mels=p["n_mels"],
-                                                 fmin=p["mel_fmin"], fmax=p["mel_fmax"])).float()
-    mel = torch.as_tensor(log_mel).float().exp()
-    mag = (torch.linalg.pinv(basis) @ mel).clamp_min(1e-8)
-    gram, target = basis.T @ basis, basis.T @ mel
-    for _ in range(30):
-        mag = mag * target / (gram @ mag).clamp_min(1e-10)
-    gl = torchaudio.transforms.GriffinLim(n_fft=p["filter_length"], win_length=p["win_length"],
-                                          hop_length=p["hop_length"], power=1.0, n_iter=n_iter,
-                                          window_fn=torch.hann_window)
-    torch.manual_seed(0)
-    wav = gl(mag)
-    peak = float(wav.abs().max())
-    if peak > 0:
-        wav = wav / (peak * float(p["peak_scale"]))
-    return wav.numpy().astype("float32")
-
-
+# ----------------------------------------------------------------------------- audio files
 def write_wav(path: Path, wav, sr: int) -> None:
     import soundfile as sf
 
@@ -530,31 +488,19 @@ def write_wav(path: Path, wav, sr: int) -> None:
     tmp.replace(path)
 
 
-def griffinlim_folder(folder: Path, audio_cfg) -> int:
-    """Replace every generated `<id>.wav` below folder by Griffin-Lim from its `<id>.wav.spec` (a wav newer
-    than its mel is done already); returns how many were written."""
-    import torch
-
-    n = 0
-    for spec in sorted(folder.rglob("*.wav.spec")):
-        wav = spec.with_suffix("")
-        if spec.name.startswith(".") or (wav.is_file() and wav.stat().st_mtime > spec.stat().st_mtime):
-            continue
-        write_wav(wav, griffin_lim(torch.load(spec, map_location="cpu"), audio_cfg), int(audio_cfg["sampling_rate"]))
-        n += 1
-    return n
-
-
 # ----------------------------------------------------------------------------- generation
 def generation_overrides(s: RecipeSettings) -> list[str]:
     melgen = newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir()))
-    asr, voc = newest(s.asr_dir("guidance")), newest(s.vocoder_dir(), r"^g_(\d+)$")
-    missing = [n for n, v in (("melgen", melgen), ("asr", asr), ("vocoder", voc)) if v is None]
+    asr = newest(s.asr_dir("guidance"))
+    griffin = s.vocoder_kind() == "griffinlim"
+    voc = None if griffin else newest(s.vocoder_dir(), r"^g_(\d+)$")
+    missing = [n for n, v in (("melgen", melgen), ("asr", asr), ("vocoder", griffin or voc)) if not v]
     if missing:
         raise LipVoicerError(f"{s.work_dir}: no trained {', '.join(missing)} yet (run those stages first)")
-    return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, guidance_asr_sizes(s)), *VOCODER_SIZES[s.size],
+    vocoder = ["vocoder=griffinlim"] if griffin else [*VOCODER_SIZES[s.size], f"vocoder.checkpoint={voc[1]}"]
+    return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, guidance_asr_sizes(s)), *vocoder,
             f"generate.ckpt_path={melgen[1]}", f"generate.asr_ckpt={asr[1].resolve()}",
-            f"asr.tokenizer={s.tokenizer.resolve()}", f"vocoder.checkpoint={voc[1]}",
+            f"asr.tokenizer={s.tokenizer.resolve()}",
             f"generate.batch_size={s.batch_size}",
             f"generate.device={s.device}", "generate.progress=false",
             *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]
@@ -610,7 +556,9 @@ def write_ground_truth(s: RecipeSettings, cfg, ids: list[str]) -> Path:
         shutil.copyfile(s.data / "audios" / "test" / f"{vid}.wav.spec", spec)
         mel = torch.load(spec, map_location="cpu").float()
         if s.vocoder_kind() == "griffinlim":
-            audio = griffin_lim(mel, cfg["audio"])
+            from models.griffin_lim import griffin_lim
+
+            audio = griffin_lim(mel, cfg["audio"], int(cfg["vocoder"]["n_iter"]))
         else:
             from models.hifigan.generator import load_hifigan, vocode
 
@@ -645,8 +593,6 @@ def generate_conditions(s: RecipeSettings, base: list[str], cfg, conds) -> None:
         if made > 0 and have == 0:
             clock.record(cond.name, time.time() - t0, made,
                          f"{lanes} generation(s) at a time on {os.cpu_count()} cores, {s.threads or 'default'} thread(s) each")
-        if s.vocoder_kind() == "griffinlim":
-            log.info("generate %s: %d wavs vocoded with Griffin-Lim", cond.name, griffinlim_folder(folder, cfg["audio"]))
 
     if lanes > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -88,9 +88,11 @@ def test_griffin_lim_inverts_a_mel():
     t = np.arange(16000) / 16000.0
     wav = torch.from_numpy((0.5 * np.sin(2 * np.pi * 440 * t) * np.minimum(1, 4 * t)).astype(np.float32))
     mel = log_mel(wav)
-    out = synthetic_recipe.griffin_lim(mel, n_iter=16)
-    assert out.shape == (16000,) and np.isfinite(out).all() and 0.85 < np.abs(out).max() < 0.95
-    again = log_mel(torch.from_numpy(out))
+    from models.griffin_lim import griffin_lim
+
+    out = griffin_lim(mel, n_iter=16)
+    assert out.shape == (mel.shape[1] * 160,) and np.isfinite(out).all() and 0.85 < np.abs(out).max() < 0.95
+    again = log_mel(torch.from_numpy(out))[:, :mel.shape[1]]   # one frame more: F * hop samples, as HiFi-GAN gives
     loud = mel > mel.max() - 6
     assert float((again - mel)[loud].abs().mean()) < 1.0
 
@@ -127,7 +129,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     bad = sorted((gen / "corrupted_text").rglob("*.txt"))
     assert any(t.read_text().splitlines()[1][9:] != t.read_text().splitlines()[0][4:] for t in bad)
     assert not list((gen / "no_guidance").rglob("w1=2_w2=1.5*"))
-    assert len(STAGES) == 10
+    assert len(STAGES) == 12
 
 
 def _run_script_in_process(s, args, what, threads=None):
@@ -150,21 +152,25 @@ def _run_script_in_process(s, args, what, threads=None):
 
 def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     """The recipe's command line and every stage, with the smallest settings and each script run in-process
-    (the default-run counterpart of the slow test above)."""
+    (the default-run counterpart of the slow test above), on the homophene grammar with audio-only
+    utterances for the recognisers, and --publish into a temporary folder (report, samples, model set)."""
     from recipes.synthetic import main
 
     monkeypatch.chdir(REPO_ROOT)
     monkeypatch.setattr(synthetic_recipe, "run_script", _run_script_in_process)
-    work = tmp_path / "recipe"
-    assert main(["--work_dir", str(work), "--size", "tiny", "--n_clips", "6", "--melgen_iters", "1",
-                 "--asr_iters", "1", "--judge_iters", "1", "--vocoder_iters", "1", "--device", "cpu",
-                 "--workers", "1", "--batch_size", "4", "--vocab_size", "40", "--n_test", "1",
+    work, pub = tmp_path / "recipe", tmp_path / "published"
+    assert main(["--work_dir", str(work), "--size", "tiny", "--grammar", "homophene", "--n_clips", "6",
+                 "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1",
+                 "--vocoder", "griffinlim", "--device", "cpu", "--workers", "1", "--batch_size", "4",
+                 "--vocab_size", "40", "--n_test", "1", "--asr_max_t", "5", "--publish", "--publish_root", str(pub),
                  "--mean_face", str(mean_face_source()), "prep.synthetic.frame_size=128", "diffusion.T=8",
                  "generate.asr_start=4"]) == 0
     assert list((work / "exp" / "synthetic").glob("wnet_h16_d2_T8_*/checkpoint/1.pkl"))   # melgen=tiny
+    assert (work / "data" / "audio_guidance.list").read_text().split() and (work / "data" / "audio_judge.list").is_file()
     results = json.loads((work / "results.json").read_text())
-    assert results["meta"]["size"] == "tiny" and results["meta"]["grammar"] == "grid"
-    assert set(results["results"]) == {synthetic_recipe.GROUND_TRUTH, *synthetic_recipe.WAYS}
+    assert results["meta"]["size"] == "tiny" and results["meta"]["grammar"] == "homophene"
+    ways = {synthetic_recipe.GROUND_TRUTH, *synthetic_recipe.WAYS, "corrupted_homophene", "corrupted_other"}
+    assert set(results["results"]) == ways
     for way, summary in results["results"].items():
         assert summary["n_clips"] == 1, way
         assert summary["corpus_wer"] is not None, way
@@ -173,3 +179,16 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert (work / "figure.png").is_file()
     guidance = results["diagnostics"]["guidance_asr"]
     assert guidance["true_text"]["ctc_guidance_text"] is not None and guidance["no_guidance"]["ctc_true_text"] > 0
+    # the full report, as --publish puts it into the repository (here: the temporary folder)
+    report = json.loads((pub / "docs" / "results" / "synthetic_homophene_tiny.json").read_text())
+    assert report == json.loads((work / "results_full.json").read_text())
+    assert {"date", "machine", "command", "wall_minutes", "stage_minutes", "lip_only_chance_wer",
+            "identical_mouth_track_fraction", "guidance_asr_wer", "conditions", "sweep", "samplers"} <= set(report)
+    assert report["identical_mouth_track_fraction"] == 1.0 and report["lip_only_chance_wer"] == pytest.approx(66.67)
+    assert set(report["guidance_asr_wer"]) == {"clean", "t=1", "t=4", "t=6"}
+    assert set(report["conditions"]) == ways and "--grammar homophene" in report["command"]
+    samples = pub / "docs" / "samples" / "synthetic_homophene"
+    assert len(list(samples.rglob("*.flac"))) == 4 and (samples / "texts.csv").read_text().startswith("clip,condition")
+    manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
+    assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
+    assert (pub / "examples" / "synthetic_clip.mp4").is_file() and (pub / "configs" / "models" / "synthetic.yaml").is_file()

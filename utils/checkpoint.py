@@ -37,6 +37,29 @@ def read_checkpoint(path: str | os.PathLike, fetch_hint: str | None = None) -> d
         raise LipVoicerError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
+# Compact storage of shipped model sets (utils/model_sets.py): a weight of two or more dimensions may be stored as
+# int8 under its own key with one float scale per output channel under `<key>` + INT8_SCALE (weight = int8 *
+# scale); load_state_dict_strict turns it back into a float tensor. Other tensors may be float16.
+INT8_SCALE = ".int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, float16 per-output-channel scale) with weight ~= int8 * scale (symmetric, max-abs)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127.0).clamp_min(1e-12).half()
+    q = torch.round(w / scale.float()).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int8(state_dict: dict) -> dict:
+    """A state dict with int8-stored weights (see INT8_SCALE) as plain float32 tensors; others unchanged."""
+    scales = {k[:-len(INT8_SCALE)]: v for k, v in state_dict.items() if k.endswith(INT8_SCALE)}
+    if not scales:
+        return state_dict
+    return {k: (v.float() * scales[k].float() if k in scales else v) for k, v in state_dict.items()
+            if not k.endswith(INT8_SCALE)}
+
+
 def _short_list(keys, n=8) -> str:
     keys = sorted(keys)
     more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
@@ -45,7 +68,8 @@ def _short_list(keys, n=8) -> str:
 
 def load_state_dict_strict(module: torch.nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
     """Load `state_dict` into `module`; missing/unexpected keys or shape mismatches raise
-    LipVoicerError naming the keys."""
+    LipVoicerError naming the keys. Weights stored as int8 (INT8_SCALE) are dequantized first."""
+    state_dict = dequantize_int8(state_dict)
     own = module.state_dict()
     missing = set(own) - set(state_dict)
     unexpected = set(state_dict) - set(own)

@@ -18,6 +18,8 @@ holds the raw output, whose peak is not 1/1.1).
 """
 from __future__ import annotations
 
+import itertools
+
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,9 +235,12 @@ def vocode(generator: HiFiGANGenerator, mel: torch.Tensor, lengths=None, peak_sc
     """
     single = mel.dim() == 2
     x = mel.unsqueeze(0) if single else mel
-    param = next(generator.parameters())
+    param = next(itertools.chain(generator.parameters(), generator.buffers()))
     x = x.to(device=param.device, dtype=param.dtype)
-    audio = generator(x).squeeze(1).float()
+    if getattr(generator, "takes_lengths", False) and lengths is not None:   # vocodes each clip at its length
+        audio = generator(x, torch.as_tensor(lengths).reshape(-1)).squeeze(1).float()
+    else:
+        audio = generator(x).squeeze(1).float()
     hop = audio.shape[-1] // x.shape[-1]
     if lengths is not None:
         lengths = torch.as_tensor(lengths, device=audio.device).reshape(-1)

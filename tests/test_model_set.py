@@ -1,0 +1,207 @@
+"""Model sets (models=<name>, utils/model_sets.py): the recipe's export, its checks, the Griffin-Lim vocoder,
+int8 storage, text without a lip reader, and the shipped synthetic set on the bundled example clip."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import compose_cfg
+from tests.parity_utils import REPO_ROOT
+from tests.tiny_generation import TOKENIZER_VOCAB, make_synthetic_clips, make_tiny_assets, mean_face_source
+from utils.errors import LipVoicerError
+
+SET_NAME = "tiny_set"   # the exported test set's config group option (configs/models/tiny_set.yaml in a temp folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """A fake recipe work folder holding tiny checkpoints, exported as a model set with its config file."""
+    from recipes.synthetic_model_set import export_model_set
+    from recipes.synthetic_recipe import RecipeSettings
+
+    root = tmp_path_factory.mktemp("modelset")
+    assets = make_tiny_assets(root / "assets")
+    work = root / "work"
+    s = RecipeSettings(work_dir=work, size="tiny", vocoder="griffinlim", vocab_size=TOKENIZER_VOCAB,
+                       mean_face=mean_face_source(), grammar="homophene", extra=["diffusion.T=12", "generate.asr_start=8"])
+    (work / "exp" / "synthetic" / "wnet_tiny" / "checkpoint").mkdir(parents=True)
+    shutil.copy(assets / "melgen.pkl", work / "exp" / "synthetic" / "wnet_tiny" / "checkpoint" / "7.pkl")
+    s.asr_dir("guidance").mkdir(parents=True)
+    shutil.copy(assets / "checkpoints" / "checkpoints_ft_lrs3.ckpt", s.asr_dir("guidance") / "5.pkl")
+    s.tokenizer.parent.mkdir(parents=True)
+    shutil.copy(assets / "checkpoints" / "tokenizerbpe256.model", s.tokenizer)
+    (s.data / "videos" / "pretrain" / "spk00").mkdir(parents=True)
+    (s.data / "videos" / "pretrain" / "spk00" / "00001.txt").write_text("Text:  BAT TIP FAN\n")
+    configs = root / "configs"
+    manifest = export_model_set(s, root / "set", configs / "models" / f"{SET_NAME}.yaml")
+    corpus = make_synthetic_clips(root / "corpus", n_clips=1)
+    video = sorted((corpus / "videos").rglob("*.mp4"))[0]
+    return {"root": root, "set": root / "set", "configs": configs, "manifest": manifest, "video": video,
+            "melgen": assets / "melgen.pkl"}
+
+
+def _set_cfg(tiny_set, *extra):
+    return compose_cfg([f"hydra.searchpath=[file://{tiny_set['configs']}]", f"models={SET_NAME}",
+                        "generate.device=cpu", "generate.progress=false", "prep.progress=false", *extra])
+
+
+def test_export_writes_a_checked_set_and_its_config(tiny_set):
+    manifest = json.loads(tiny_set["manifest"].read_text())
+    folder = tiny_set["set"]
+    assert set(manifest["files"]) == {"melgen.pt", "asr.pt", "tokenizer.model", "mean_face.npy"}   # Griffin-Lim: no vocoder file
+    assert manifest["iterations"] == {"melgen": 7, "guidance_asr": 5} and manifest["vocoder"] == "griffinlim"
+    assert "3-word language" in manifest["notice"]            # BAT TIP FAN: the corpus's words are counted
+    cfg = _set_cfg(tiny_set)
+    assert cfg.model_set.name == "synthetic" and not cfg.model_set.lip_reader
+    assert cfg.melgen.res_channels == compose_cfg(["melgen=tiny"]).melgen.res_channels
+    assert cfg.diffusion.T == 12 and cfg.generate.asr_start == 8 and cfg.vocoder.kind == "griffinlim"
+    assert cfg.asr.vocab_size == TOKENIZER_VOCAB and list(cfg.asr.dims) == [16, 24, 32]
+    # float16 weights, and the face stream's ResNet in int8 with one scale per output channel
+    from utils.checkpoint import INT8_SCALE
+
+    sd = torch.load(folder / "melgen.pt", map_location="cpu")["model_state_dict"]
+    kinds = {v.dtype for k, v in sd.items() if k.startswith("net_facial.feature_extraction.") and v.dim() == 4
+             and not k.endswith(INT8_SCALE)}
+    assert kinds == {torch.int8}
+    assert {v.dtype for k, v in sd.items() if k.startswith("net_diffwave.") and v.is_floating_point()} == {torch.float16}
+
+
+def test_stored_weights_load_close_to_the_trained_ones(tiny_set):
+    from models.builders import load_melgen
+
+    cfg = _set_cfg(tiny_set)
+    from utils.model_sets import resolve_model_set
+
+    resolve_model_set(cfg)
+    small = load_melgen(cfg.generate.ckpt_path, cfg, inference=False).state_dict()
+    full = load_melgen(tiny_set["melgen"], cfg, inference=False).state_dict()
+    for k, v in full.items():
+        if not v.is_floating_point() or v.abs().max() == 0:
+            continue
+        rel = float((small[k].float() - v).abs().max() / v.abs().max())
+        # (the face stream's first convolution is also its ResNet's: stored once as int8)
+        assert rel < (1 / 127 if k.startswith("net_facial.") else 1e-3), (k, rel)
+
+
+def test_int8_round_trip_is_within_half_a_step():
+    from utils.checkpoint import INT8_SCALE, dequantize_int8, quantize_int8
+
+    w = torch.randn(6, 4, 3, 3)
+    q, scale = quantize_int8(w)
+    back = dequantize_int8({"w": q, "w" + INT8_SCALE: scale, "b": torch.ones(2)})
+    assert set(back) == {"w", "b"} and back["w"].dtype == torch.float32
+    assert torch.all((back["w"] - w).abs() <= scale.float() * 0.51 + 1e-3 * w.abs().amax())
+
+
+def test_generation_with_the_set_reads_the_transcript_beside_the_video(tiny_set, tmp_path, caplog):
+    from pipelines.video_to_speech import generate_for_video
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(tiny_set["video"], video)
+    (tmp_path / "clip.txt").write_text("Text:  BAT TIP FAN\n")
+    cfg = _set_cfg(tiny_set, f"generate.video_path={video}", f"generate.save_dir={tmp_path / 'out'}")
+    with caplog.at_level(logging.WARNING):
+        out = generate_for_video(cfg)
+    assert any("synthetic-corpus model set" in r.getMessage() for r in caplog.records)
+    report = json.loads((out / "clip.json").read_text())
+    assert report["model_set"] == "synthetic" and report["text"] == "bat tip fan"
+    assert report["text_source"] == "transcript clip.txt"
+    assert report["checkpoints"]["vocoder"] == "griffinlim"
+    assert Path(report["checkpoints"]["melgen"]) == tiny_set["set"].resolve() / "melgen.pt"
+    import soundfile as sf
+
+    audio, sr = sf.read(out / "clip.wav")
+    assert sr == 16000 and abs(len(audio) - 640 * report["frames_25fps"]) <= 640 and np.abs(audio).max() > 0.1
+
+
+def test_without_transcript_the_set_samples_without_text(tiny_set, tmp_path, caplog):
+    from pipelines.video_to_speech import generate_for_video
+
+    video = tmp_path / "other.mp4"
+    shutil.copy(tiny_set["video"], video)
+    cfg = _set_cfg(tiny_set, f"generate.video_path={video}", f"generate.save_dir={tmp_path / 'out'}")
+    with caplog.at_level(logging.WARNING):
+        out = generate_for_video(cfg)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("this model set has no lip reader and there is no transcript other.txt" in m for m in msgs), msgs
+    report = json.loads((out / "other.json").read_text())
+    assert report["text"] == "" and report["text_source"].startswith("none")
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("flip", "asr.pt: SHA-256 differs from the model set's manifest"),
+    ("truncate", "asr.pt: 10 bytes where the model set's manifest says"),
+    ("remove", "asr.pt: file of the 'synthetic' model set is missing"),
+    ("manifest", "manifest.json: model set manifest not found"),
+])
+def test_a_damaged_set_is_refused_in_one_line(tiny_set, tmp_path, damage, needle):
+    from pipelines.generation import generation_files
+
+    folder = tmp_path / "set"
+    shutil.copytree(tiny_set["set"], folder)
+    target = folder / ("manifest.json" if damage == "manifest" else "asr.pt")
+    if damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:10])
+    else:
+        target.unlink()
+    cfg = _set_cfg(tiny_set, f"model_set.dir={folder}", "generate.text=hello")
+    with pytest.raises(LipVoicerError) as e:
+        generation_files(cfg)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_griffin_lim_vocoder_takes_each_clip_at_its_length():
+    from dataloaders.audio import log_mel
+    from models.griffin_lim import GriffinLimVocoder, griffin_lim
+    from models.hifigan.generator import vocode
+
+    t = np.arange(8000) / 16000.0
+    wav = torch.from_numpy((0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32))
+    mel = log_mel(wav)                                      # (80, 51)
+    voc = GriffinLimVocoder(n_iter=8)
+    padded = torch.cat([mel, torch.full((80, 20), float(np.log(1e-5)))], dim=1)
+    out = vocode(voc, torch.stack([padded, padded]), lengths=torch.tensor([mel.shape[1], mel.shape[1] + 20]))
+    assert out.shape == (2, 160 * 71)
+    alone = vocode(voc, mel[None])[0]
+    assert torch.allclose(out[0, :160 * mel.shape[1]], alone, atol=1e-5)   # as if it were alone
+    assert float(out[0, 160 * mel.shape[1]:].abs().max()) == 0.0
+    assert np.allclose(griffin_lim(mel, n_iter=8), alone.numpy(), atol=1e-5)
+    g = torch.Generator().manual_seed(0)
+    state = torch.get_rng_state()
+    voc.one(mel)
+    assert torch.equal(state, torch.get_rng_state())        # the caller's random state is left alone
+    del g
+
+
+SHIPPED = REPO_ROOT / "model_sets" / "synthetic"
+EXAMPLE = REPO_ROOT / "examples" / "synthetic_clip.mp4"
+
+
+@pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")
+def test_shipped_set_speaks_the_bundled_example_offline(tmp_path):
+    """What `bash run_inference.sh` with no video runs: the example clip through models=synthetic."""
+    import subprocess
+    import sys
+
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert sum(e["bytes"] for e in manifest["files"].values()) < 31e6
+    res = subprocess.run([sys.executable, str(REPO_ROOT / "inference_real_video.py"), str(EXAMPLE), "models=synthetic",
+                          f"generate.save_dir={tmp_path}", "generate.progress=false", "prep.progress=false",
+                          "generate.device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("using the synthetic-corpus model set") == 1
+    report = json.loads((tmp_path / "synthetic_clip" / "synthetic_clip.json").read_text())
+    assert report["text_source"] == "transcript synthetic_clip.txt"
+    assert report["text"] == (REPO_ROOT / "examples" / "synthetic_clip.txt").read_text().strip()
+    assert abs(report["audio_seconds"] - report["seconds"]) <= 0.04
