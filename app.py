@@ -1,7 +1,8 @@
 """Web demo: upload a silent talking-face video, watch the stages, hear and download the speech.
 
     python download_checkpoints.py --for-inference     # once: the published models
-    python app.py                                      # http://127.0.0.1:7860
+    python app.py                                      # http://127.0.0.1:7860 (without the published models:
+                                                       # the synthetic model set shipped in model_sets/, offline)
     python app.py --device cuda --host 0.0.0.0 --port 8080 dataset=lrs2 generate.w_asr=1.5
 
 Trailing key=value arguments are Hydra-style overrides of configs/config.yaml (as for
@@ -25,7 +26,7 @@ quiet_native_logging()  # before MediaPipe / TensorFlow Lite are imported
 import gradio as gr  # noqa: E402
 
 from models.diffusion.samplers import SAMPLERS  # noqa: E402
-from pipelines.demo import Demo, DemoLimits, stats_markdown  # noqa: E402
+from pipelines.demo import Demo, DemoLimits, choose_models, stats_markdown  # noqa: E402
 from utils.config import compose_config  # noqa: E402
 from utils.errors import LipVoicerError  # noqa: E402
 
@@ -66,13 +67,17 @@ def build_ui(demo: Demo) -> gr.Blocks:
         gr.Markdown("# LipVoicer: speech for a silent talking-face video\n"
                     "Upload a video of one speaking face (or pick the example), optionally type what is said "
                     "(otherwise the lips are read), and press **Generate**.")
+        if demo.models_note:
+            gr.Markdown(f"*{demo.models_note}*", elem_id="models-note")
         with gr.Row():
             with gr.Column():
                 video_in = gr.File(label="Video", file_count="single", type="filepath", elem_id="video-in")
                 example = EXAMPLES / "synthetic_clip.mp4"
-                if example.is_file():
-                    gr.Examples([[str(example)]], inputs=[video_in], label="Example clip (synthetic corpus)")
                 text_in = gr.Textbox(label="Spoken text (optional; empty = lip reading)", elem_id="text-in")
+                if example.is_file():   # with its transcript: the synthetic model set has no lip reader
+                    words = example.with_suffix(".txt")
+                    gr.Examples([[str(example), words.read_text().strip() if words.is_file() else ""]],
+                                inputs=[video_in, text_in], label="Example clip (synthetic corpus) and its words")
                 with gr.Row():
                     w_video = gr.Slider(0, 5, value=float(gen["w_video"]), step=0.1, label="Video guidance (w_video)")
                     w_asr = gr.Slider(0, 5, value=float(gen["w_asr"]), step=0.1, label="ASR guidance (w_asr)")
@@ -123,8 +128,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"generate.device={args.device}"] if args.device else [])
     try:
-        cfg = compose_config(overrides)
-        demo = Demo(cfg, DemoLimits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds))
+        cfg, models_note = choose_models(overrides, compose_config)   # published, else the synthetic set
+        demo = Demo(cfg, DemoLimits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds),
+                    models_note=models_note)
     except Exception as e:  # noqa: BLE001 - a bad override or device: one line
         sys.exit(f"error: {one_line(e)}")
     ui = build_ui(demo)

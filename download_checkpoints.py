@@ -39,6 +39,7 @@ from utils.assets import (MISSING, Asset, asset_path, asset_table, check_asset, 
                           fetch_command, find_asset_for_path)
 from utils.config import compose_config as load_config  # the config the scripts see (tests replace it)
 from utils.errors import LipVoicerError, exit_on_user_error
+from utils.model_sets import PUBLISHED, model_set_dir, model_set_name, resolve_model_set
 
 REPO_ROOT = Path(__file__).resolve().parent
 STAGING_SUFFIX = ".download"
@@ -375,6 +376,11 @@ def run(cfg, args, out=None, err=None) -> int:
         if unknown:
             raise LipVoicerError(f"unknown asset {', '.join(map(repr, unknown))}; known assets: {', '.join(table)}")
         names = list(dict.fromkeys(args.only))
+    elif getattr(args, "for_inference", False) and model_set_name(cfg) != PUBLISHED:
+        manifest = resolve_model_set(cfg)   # its files, checked
+        print(f"models={model_set_name(cfg)}: every file ships in {model_set_dir(cfg)} ({len(manifest['files'])} files, "
+              f"checked); nothing to fetch", file=out)
+        names = []
     elif getattr(args, "for_inference", False):
         names, notes = inference_assets(cfg)
         print(f"this inference run needs: {', '.join(names) or 'no published asset'}", file=out)

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Install, fetch the published checkpoints this run needs that are missing, and generate speech for one video.
+#   bash run_inference.sh                                           # no video: the bundled example clip through
+#                                                                   # the shipped synthetic model set, offline
 #   bash run_inference.sh clip.mp4                                  # -> generated/clip/
 #   bash run_inference.sh "my clip (1).mp4" dataset=lrs2 generate.device=cuda
 #   bash run_inference.sh clip.mp4 generate.text="'what was said'"  # no lip reader: its files are not fetched
 # Extra key=value arguments are overrides of configs/config.yaml (see README); a value with spaces,
 # commas, brackets or parentheses needs Hydra's inner quotes: key="'value with spaces'".
+# LIPVOICER_NO_INSTALL=1 skips install.sh (everything is installed already).
 set -euo pipefail
-if [ $# -lt 1 ]; then
-  echo "usage: bash run_inference.sh VIDEO [key=value ...]" >&2
-  exit 2
+video=""
+if [ $# -ge 1 ] && [[ "$1" != *=* ]]; then
+  video="$(realpath -m -- "$1")"; shift
 fi
-video="$(realpath -m -- "$1")"; shift
 cd "$(dirname "$0")"
-bash install.sh
+[ "${LIPVOICER_NO_INSTALL:-0}" = "1" ] || bash install.sh
+if [ -z "$video" ]; then
+  # no video: examples/synthetic_clip.mp4 with models=synthetic (model_sets/synthetic/, in this repository):
+  # nothing to fetch, no network; its words come from examples/synthetic_clip.txt beside it
+  exec python3 inference_real_video.py examples/synthetic_clip.mp4 models=synthetic "$@"
+fi
 # only the assets this run needs (MelGen + ASR of dataset.name, HiFi-GAN, mean face, the lip reader
 # when no generate.text is given); present ones are skipped
 python3 download_checkpoints.py --for-inference "$@"

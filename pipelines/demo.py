@@ -1,7 +1,8 @@
 """The web demo's work (app.py is only its page): one generation core, loaded once and reused,
 serves the requests one after another, each in its own temporary folder.
 
-    demo = Demo(cfg, DemoLimits(max_upload_mb=50, max_seconds=20))
+    cfg, why = choose_models(overrides, compose_config)   # published checkpoints, else the synthetic set
+    demo = Demo(cfg, DemoLimits(max_upload_mb=50, max_seconds=20), models_note=why)
     result = demo.run("clip.mp4", text="", w_video=2.0, w_asr=1.5, sampler="ancestral", steps=50, seed=0,
                       on_progress=lambda fraction, message: ...)
     ...                                      # show result["video"], result["wav"], ... (files in result["dir"])
@@ -28,11 +29,12 @@ import torch
 from omegaconf import OmegaConf
 
 from models.builders import build_sampler
-from pipelines.generation import GenerationCore
+from pipelines.generation import GenerationCore, generation_files
 from pipelines.settings import check_generation_settings
 from pipelines.video_to_speech import generate_for_video
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
+from utils.model_sets import notice, resolve_model_set
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,29 @@ STAGES = {
     "write_outputs": (0.93, "writing the outputs"),
     "done": (1.0, "done"),
 }
+
+
+SYNTHETIC = "synthetic"   # the model set shipped in the repository (configs/models/synthetic.yaml)
+
+
+def choose_models(overrides: list[str], compose) -> tuple[object, str | None]:
+    """The demo's config and, when it is not the one asked for, why: the published checkpoints when their
+    files are present (or whatever `models=` the overrides name), else the shipped synthetic model set, with
+    one line saying so. compose(overrides) -> config."""
+    cfg = compose(overrides)
+    if any(o.split("=", 1)[0].lstrip("+") == "models" for o in overrides):
+        return cfg, None
+    try:
+        generation_files(cfg)   # MelGen, vocoder, ASR (the lip reader is not needed when the text is typed)
+        return cfg, None
+    except LipVoicerError as e:
+        missing = str(e)
+    synthetic = compose([*overrides, f"models={SYNTHETIC}"])
+    manifest = resolve_model_set(synthetic)   # a damaged set: its own one line
+    line = (f"The published checkpoints are not here ({missing.split(';')[0]}), so this demo runs the "
+            f"synthetic-corpus model set: {notice(manifest).split(': ', 1)[-1]}")
+    log.warning("%s", line)
+    return synthetic, line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +116,10 @@ class Demo:
     """The app's state: the configuration, the limits, the generation core (loaded on first use) and
     the folder holding the requests' folders."""
 
-    def __init__(self, cfg, limits: DemoLimits = DemoLimits()):
+    def __init__(self, cfg, limits: DemoLimits = DemoLimits(), models_note: str | None = None):
         self.cfg = cfg
         self.limits = limits
+        self.models_note = models_note   # shown on the page: which model set runs, when not the one asked for
         self.device = resolve_device(cfg["generate"]["device"])
         self.work_root = Path(tempfile.mkdtemp(prefix="lipvoicer-demo-"))
         self._core: GenerationCore | None = None

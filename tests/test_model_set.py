@@ -191,17 +191,34 @@ EXAMPLE = REPO_ROOT / "examples" / "synthetic_clip.mp4"
 def test_shipped_set_speaks_the_bundled_example_offline(tmp_path):
     """What `bash run_inference.sh` with no video runs: the example clip through models=synthetic."""
     import subprocess
-    import sys
 
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     assert sum(e["bytes"] for e in manifest["files"].values()) < 31e6
-    res = subprocess.run([sys.executable, str(REPO_ROOT / "inference_real_video.py"), str(EXAMPLE), "models=synthetic",
-                          f"generate.save_dir={tmp_path}", "generate.progress=false", "prep.progress=false",
-                          "generate.device=cpu", f"hydra.run.dir={tmp_path / 'hydra'}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    import os
+
+    env = dict(os.environ, LIPVOICER_NO_INSTALL="1")
+    res = subprocess.run(["bash", str(REPO_ROOT / "run_inference.sh"), f"generate.save_dir={tmp_path}",
+                          "generate.progress=false", "prep.progress=false", "generate.device=cpu",
+                          f"hydra.run.dir={tmp_path / 'hydra'}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.count("using the synthetic-corpus model set") == 1
     report = json.loads((tmp_path / "synthetic_clip" / "synthetic_clip.json").read_text())
     assert report["text_source"] == "transcript synthetic_clip.txt"
     assert report["text"] == (REPO_ROOT / "examples" / "synthetic_clip.txt").read_text().strip()
     assert abs(report["audio_seconds"] - report["seconds"]) <= 0.04
+
+
+@pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")
+def test_demo_falls_back_to_the_shipped_set_without_the_published_checkpoints(tmp_path, caplog):
+    from pipelines.demo import choose_models
+    from utils.config import compose_config
+
+    empty = [f"paths.checkpoints_dir={tmp_path}", f"generate.ckpt_path={tmp_path / 'melgen.pkl'}"]
+    with caplog.at_level(logging.WARNING):
+        cfg, why = choose_models(empty, compose_config)
+    assert cfg.model_set.name == "synthetic" and "published checkpoints are not here" in why
+    assert str(tmp_path / "melgen.pkl") in why and "synthetic-corpus model set" in why and "\n" not in why
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [why]
+    cfg, why = choose_models([*empty, "models=published"], compose_config)   # asked for by name: kept
+    assert cfg.model_set.name == "published" and why is None
