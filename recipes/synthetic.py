@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel", action="store_true",
                     help="train the judge, the guidance ASR and MelGen (and HiFi-GAN) as concurrent processes")
     ap.add_argument("--train_minutes", type=float, default=None,
-                    help="wall-clock cap of each training stage in this call; the newest checkpoint is used when "
+                    help="wall-clock cap of training in this call: with --parallel of each lane (MelGen; the "
+                         "recognisers one after the other), else of each stage; the newest checkpoint is used when "
                          "it is reached (results.json records the iterations)")
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]   # Hydra key=value, anywhere

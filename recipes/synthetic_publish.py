@@ -165,7 +165,7 @@ def write_full_report(s: r.RecipeSettings) -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "command": recipe_command(s),
-        "wall_minutes": round(sum(stage_s.values()) / 60.0, 1),
+        "wall_minutes": round(r.wall_seconds(s, stage_s) / 60.0, 1),
         "stage_minutes": {k: round(v / 60.0, 1) for k, v in stage_s.items()},
         "training_stages_in_parallel": s.parallel,
         "iterations": r.iterations_reached(s),

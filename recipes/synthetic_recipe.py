@@ -143,7 +143,8 @@ class RecipeSettings:
     loader_workers: int | None = None  # data-loader workers of the training scripts (None: workers)
     threads: int | None = None        # CPU threads of every script (OMP_NUM_THREADS; None: torch's default)
     parallel: bool = False            # train the judge, the guidance ASR and MelGen (and HiFi-GAN) at once
-    train_minutes: float | None = None  # wall-clock cap of each training stage (None: until its iterations)
+    train_minutes: float | None = None  # wall-clock cap of training: of each lane with --parallel (the stages of a
+                                        # lane share it), else of each stage (None: until its iterations)
     audio_clips: int = 0              # utterances without video for the recognisers (2/3 guidance ASR, 1/3 judge)
     sweep_clips: int = 0              # the w_asr / asr_start sweep and the fast samplers on this many test clips (0: none)
     publish: bool = False             # also write docs/results, docs/samples, docs/images (and the model set)
@@ -252,6 +253,7 @@ class CoreShare:
 
 
 CORES = CoreShare()
+_LANE = threading.local()   # .start: when the current --parallel lane began (train_minutes counts from it)
 
 
 def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iters: int, ckpt_dir: Path | None,
@@ -261,7 +263,7 @@ def train_in_chunks(s: RecipeSettings, script: str, overrides: list[str], n_iter
     this stage has trained for train_minutes (then the newest checkpoint is used; results.json records the
     iterations reached). ckpt_dir None: found by `find_dir()` after the first chunk (a name that depends on
     the sizes)."""
-    start = time.time()
+    start = getattr(_LANE, "start", None) or time.time()   # --parallel: the lane's start (its stages share the cap)
     for _ in range(10_000):
         if ckpt_dir is None and find_dir is not None:
             ckpt_dir = find_dir()
@@ -828,6 +830,17 @@ def stage_times(s: RecipeSettings) -> dict:
 _TIMES_LOCK = threading.Lock()
 
 
+def wall_seconds(s: RecipeSettings, times: dict | None = None) -> float:
+    """The recipe's wall time from its stage times: with --parallel the training lanes overlap, so they count
+    as the longest lane."""
+    times = stage_times(s) if times is None else times
+    if not s.parallel:
+        return float(sum(times.values()))
+    lanes = training_lanes([n for n in TRAINING_STAGES if n in times])
+    rest = sum(v for k, v in times.items() if k not in TRAINING_STAGES)
+    return float(rest + max((sum(times[n] for n in lane) for lane in lanes), default=0.0))
+
+
 def add_stage_time(s: RecipeSettings, name: str, seconds: float) -> None:
     with _TIMES_LOCK:
         _add_stage_time(s, name, seconds)
@@ -962,10 +975,12 @@ def run_stages_at_once(s: RecipeSettings, names: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def lane(stages: list[str]) -> None:
+        _LANE.start = time.time()
         try:
             for name in stages:
                 run_stage(s, name)
         finally:
+            _LANE.start = None
             CORES.leave()
 
     lanes = training_lanes(names)

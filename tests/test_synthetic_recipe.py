@@ -192,3 +192,32 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
     assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
     assert (pub / "examples" / "synthetic_clip.mp4").is_file() and (pub / "configs" / "models" / "synthetic.yaml").is_file()
+
+
+def test_train_minutes_caps_a_parallel_lane_not_each_stage(tmp_path, monkeypatch):
+    """--parallel --train_minutes: the stages of one lane (judge, then guidance ASR) share the cap, so the lanes end
+    together; the recipe's wall time counts the longest lane, not the sum of the overlapping stages."""
+    from recipes.synthetic_recipe import _LANE, train_in_chunks, wall_seconds
+
+    asked = []
+    folder = tmp_path / "ck"
+
+    def fake_run(s, args, what, threads=None):
+        asked.append(float(args[-1].split("=")[1]))
+        clock[0] += 60.0 * asked[-1]              # the chunk takes the minutes it is given
+        folder.mkdir(exist_ok=True)
+        (folder / f"{len(asked)}.pkl").write_bytes(b"")
+
+    monkeypatch.setattr(synthetic_recipe, "run_script", fake_run)
+    s = RecipeSettings(tmp_path, parallel=True, train_minutes=30.0, chunk_minutes=10.0)
+    clock = [1000.0]
+    monkeypatch.setattr(synthetic_recipe.time, "time", lambda: clock[0])
+    _LANE.start = 1000.0 - 25 * 60.0          # the lane's first stage took 25 minutes
+    try:
+        train_in_chunks(s, "train_asr.py", [], 99, folder, "guidance")
+    finally:
+        _LANE.start = None
+    assert asked == [pytest.approx(5.0)]       # what is left of the lane's 30 minutes, not a fresh 30
+    times = {"corpus": 60.0, "judge": 600.0, "asr": 1200.0, "melgen": 1700.0, "generate": 100.0}
+    assert wall_seconds(s, times) == pytest.approx(60 + 1800 + 100)
+    assert wall_seconds(RecipeSettings(tmp_path), times) == pytest.approx(sum(times.values()))
