@@ -39,7 +39,7 @@ from utils.assets import (MISSING, Asset, asset_path, asset_table, check_asset, 
                           fetch_command, find_asset_for_path)
 from utils.config import compose_config as load_config  # the config the scripts see (tests replace it)
 from utils.errors import LipVoicerError, exit_on_user_error
-from utils.model_sets import PUBLISHED, model_set_dir, model_set_name, resolve_model_set
+from models.model_sets import PUBLISHED, model_set_dir, model_set_name, resolve_model_set
 
 REPO_ROOT = Path(__file__).resolve().parent
 STAGING_SUFFIX = ".download"

@@ -34,7 +34,7 @@ from pipelines.settings import check_generation_settings
 from pipelines.video_to_speech import generate_for_video
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
-from utils.model_sets import notice, resolve_model_set
+from models.model_sets import notice, resolve_model_set
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from models.diffusion.samplers import Sampler
 from models.hifigan.generator import vocode
 from utils.assets import find_asset_for_path, missing_asset_error
 from utils.errors import LipVoicerError
-from utils.model_sets import has_lip_reader, resolve_model_set
+from models.model_sets import has_lip_reader, resolve_model_set
 
 log = logging.getLogger(__name__)
 

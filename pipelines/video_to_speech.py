@@ -41,7 +41,7 @@ from pipelines.settings import check_generation_settings
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import OutputError, check_writable, output_error, publish_dir
-from utils.model_sets import has_lip_reader, model_set_name, notice, resolve_model_set
+from models.model_sets import has_lip_reader, model_set_name, notice, resolve_model_set
 from utils.plotting import save_mel_png
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from recipes import synthetic_recipe as r
 from utils.errors import LipVoicerError
 from utils.checkpoint import INT8_SCALE, atomic_torch_save, quantize_int8
 from utils.files import atomic_text
-from utils.model_sets import write_manifest
+from models.model_sets import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def config_text(s: r.RecipeSettings, folder_rel: str, vocoder_file: str | None) 
     if not vocoder_file:
         defaults.append("  - override /vocoder: griffinlim")
     head = ("# @package _global_\n"
-            "# The synthetic-corpus model set (utils/model_sets.py): written by `python recipes/synthetic.py ... --publish`\n"
+            "# The synthetic-corpus model set (models/model_sets.py): written by `python recipes/synthetic.py ... --publish`\n"
             "# from the run that trained it (model_sets/synthetic/manifest.json says which); not edited by hand.\n"
             "# Select it with models=synthetic; later overrides still apply (e.g. generate.w_asr=0).\n")
     return head + "defaults:\n" + "\n".join(defaults) + "\n\n" + OmegaConf.to_yaml(body)

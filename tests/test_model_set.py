@@ -1,4 +1,4 @@
-"""Model sets (models=<name>, utils/model_sets.py): the recipe's export, its checks, the Griffin-Lim vocoder,
+"""Model sets (models=<name>, models/model_sets.py): the recipe's export, its checks, the Griffin-Lim vocoder,
 int8 storage, text without a lip reader, and the shipped synthetic set on the bundled example clip."""
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_stored_weights_load_close_to_the_trained_ones(tiny_set):
     from models.builders import load_melgen
 
     cfg = _set_cfg(tiny_set)
-    from utils.model_sets import resolve_model_set
+    from models.model_sets import resolve_model_set
 
     resolve_model_set(cfg)
     small = load_melgen(cfg.generate.ckpt_path, cfg, inference=False).state_dict()

@@ -37,7 +37,7 @@ def read_checkpoint(path: str | os.PathLike, fetch_hint: str | None = None) -> d
         raise LipVoicerError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
-# Compact storage of shipped model sets (utils/model_sets.py): a weight of two or more dimensions may be stored as
+# Compact storage of shipped model sets (models/model_sets.py): a weight of two or more dimensions may be stored as
 # int8 under its own key with one float scale per output channel under `<key>` + INT8_SCALE (weight = int8 *
 # scale); load_state_dict_strict turns it back into a float tensor. Other tensors may be float16.
 INT8_SCALE = ".int8_scale"
