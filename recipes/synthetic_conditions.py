@@ -202,6 +202,52 @@ def substitution_following(csv_path: Path, subs_path: Path) -> dict:
     return counts
 
 
+def homophene_words(csv_path: Path, group_of) -> dict:
+    """Where the judge's words go, on the homophene grammar: of the reference words (aligned by edit distance),
+    the percent read exactly, read as a word of the right homophene group (exact included: the lips were
+    rendered right), read as a word of another group, or deleted; and the words inserted. Right group but not
+    exact is the ambiguity ASR guidance is there to resolve; a wrong group is the lip stream's error."""
+    import jiwer
+
+    if not csv_path.is_file():
+        return {}
+
+    def group(word):
+        try:
+            return group_of(word)
+        except LipVoicerError:
+            return None
+
+    n = exact = right_group = other = deleted = inserted = 0
+    for row in read_rows(csv_path):
+        ref, hyp = row["reference"].split(), row["hypothesis"].split()
+        if not ref:
+            continue
+        if not hyp:
+            n, deleted = n + len(ref), deleted + len(ref)
+            continue
+        for chunk in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
+            k = chunk.ref_end_idx - chunk.ref_start_idx
+            if chunk.type == "equal":
+                n, exact, right_group = n + k, exact + k, right_group + k
+            elif chunk.type == "delete":
+                n, deleted = n + k, deleted + k
+            elif chunk.type == "insert":
+                inserted += chunk.hyp_end_idx - chunk.hyp_start_idx
+            else:   # substitute: as many reference as hypothesis words
+                for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+                    n += 1
+                    g = group(hyp[j])
+                    if g is not None and g == group(ref[i]):
+                        right_group += 1
+                    elif g is not None:
+                        other += 1
+    pct = (lambda v: round(100.0 * v / max(n, 1), 1))
+    return {"words": n, "exact_pct": pct(exact), "right_group_pct": pct(right_group),
+            "exact_within_right_group_pct": round(100.0 * exact / max(right_group, 1), 1),
+            "other_group_word_pct": pct(other), "deleted_pct": pct(deleted), "inserted_words": inserted}
+
+
 def guidance_asr_wer(cfg, asr_ckpt: str, tokenizer_path: str, t_values=(10, 25, 40), max_clips: int = 0) -> dict:
     """The guidance ASR's greedy WER (percent) on the ground-truth test mels: clean, and noised to x_t at
     each t of t_values (the inputs it sees while guiding), with a fixed seed."""

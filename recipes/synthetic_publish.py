@@ -129,6 +129,10 @@ def write_full_report(s: r.RecipeSettings) -> dict:
         row = sc.flat_scores(_summary(s, name))
         if name in times:
             row["seconds_per_clip"] = times[name]["seconds_per_clip"]
+        if s.grammar == "homophene":
+            from dataloaders.synthetic.homophenes import group_of
+
+            row["words"] = sc.homophene_words(res / name / "metrics_per_clip.csv", group_of)
         subs = s.texts_dir(name) / sc.SUBSTITUTIONS
         if subs.is_file():
             row["substituted_words"] = sc.substitution_following(res / name / "metrics_per_clip.csv", subs)

@@ -114,3 +114,20 @@ def test_corrupted_texts_replace_by_kind():
         pos, k, true, guide = subs[0]
         assert k == kind and new[pos] == guide != true
         assert (guide in homophenes.group_of(true)) == (kind == "homophene")
+
+
+def test_homophene_words_separates_the_lips_error_from_the_choice_in_a_group(tmp_path):
+    from dataloaders.synthetic import homophenes
+    from recipes.synthetic_conditions import homophene_words
+
+    csv_path = tmp_path / "metrics_per_clip.csv"
+    csv_path.write_text("video_id,reference,hypothesis\n"
+                        "a,bat tip fan,pat tip fan\n"       # bat -> pat: right group, wrong word
+                        "b,bat tip fan,bat tip\n"           # fan deleted
+                        "c,bat tip fan,tip tip fan fan\n")  # bat -> tip: another group; one insertion
+    out = homophene_words(csv_path, homophenes.group_of)
+    assert out["words"] == 9 and out["inserted_words"] == 1
+    assert out["exact_pct"] == pytest.approx(100 * 6 / 9, abs=0.1)
+    assert out["right_group_pct"] == pytest.approx(100 * 7 / 9, abs=0.1)
+    assert out["exact_within_right_group_pct"] == pytest.approx(100 * 6 / 7, abs=0.1)
+    assert out["other_group_word_pct"] == pytest.approx(100 / 9, abs=0.1) and out["deleted_pct"] == pytest.approx(100 / 9, abs=0.1)
