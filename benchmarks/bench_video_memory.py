@@ -40,7 +40,7 @@ print(json.dumps({{"frames": len(crops), "seconds": time.perf_counter() - t, "pe
 def make_clip(path: Path, seconds: float, height: int) -> None:
     import numpy as np
 
-    from dataloaders.video_io import write_video
+    from dataloaders.video_io.encode import write_video
     from dataloaders.synthetic.scenes import loop, place, synthetic_face_frames
 
     faces = synthetic_face_frames(path.parent / "corpus")

@@ -34,7 +34,9 @@ import soundfile as sf
 from dataloaders.prep.mouthcrops import FaceLimits, analyse_video
 from dataloaders.text import normalize_text
 from dataloaders.transforms import face_to_tensor, mouth_to_tensor
-from dataloaders.video_io import mux_audio, mux_plan, probe_video, write_video
+from dataloaders.video_io.mux import mux_audio, mux_plan
+from dataloaders.video_io.probe import probe_video
+from dataloaders.video_io.encode import write_video
 from models.vsr.reader import load_lip_reader
 from pipelines.generation import GenerationCore, generation_files
 from pipelines.settings import check_generation_settings

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dataloaders.prep.face_detection import Face
+from dataloaders.prep.faces import Face
 from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_landmarks, track_summary,
                                             tracking_settings)
 from utils.errors import LipVoicerError
@@ -44,7 +44,7 @@ def two_faces():
 
 def test_two_faces_side_by_side_one_track(two_faces):
     """The largest face per frame switches between the two people; one track never does."""
-    from dataloaders.prep.face_detection import largest
+    from dataloaders.prep.faces import largest
 
     frames, middle, faces = two_faces
     n = len(frames)

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataloaders.prep.face_detection import Face, box_iou
-from dataloaders.video_io import frame_bar
+from dataloaders.prep.faces import Face, box_iou
+from utils.progress import frame_bar
 from utils.errors import LipVoicerError
 
 RULES = ("longest", "largest", "frontal")
@@ -253,7 +253,7 @@ def tracking_settings(prep_cfg) -> dict:
 
 
 def detect_faces(detector, frames, progress=False) -> list[list[Face]]:
-    """detector.detect_frame over the frames (progress: a bar, dataloaders.video_io.frame_bar)."""
+    """detector.detect_frame over the frames (progress: a bar, utils.progress.frame_bar)."""
     out = []
     with frame_bar(len(frames), "face detection", progress) as bar:
         for frame in frames:

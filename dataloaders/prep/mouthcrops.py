@@ -1,7 +1,7 @@
 """Mouth crops of a video: (T, 96, 96) uint8 greyscale, T = frames at 25 fps; and the batch job
 writing them for every video of a split (`python dataloaders/extract_mouthcrops.py`).
 
-A video is read twice as a stream (dataloaders/video_io.py), so memory grows with the number of
+A video is read twice as a stream (dataloaders/video_io/), so memory grows with the number of
 frames at crop size, never at full resolution:
 
 1. decode + detect: every face of every frame at 25 fps (prep.detector,
@@ -42,7 +42,8 @@ from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_bo
 from dataloaders.prep.fan_landmarks import fetch_weights
 from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.prep.mouth_crop import MouthCropper, fill_missing, load_mean_face, prepare_landmarks
-from dataloaders.video_io import frame_bar, iter_video_frames, open_video_stream, read_video_at_fps
+from utils.progress import frame_bar
+from dataloaders.video_io.decode import iter_video_frames, open_video_stream, read_video_at_fps
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
 from utils.processes import resolve_workers
@@ -62,7 +63,7 @@ def video_frames(path: str | Path, cfg=None, *, max_seconds: float | None = None
     """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds,
     truncated files, and (with max_seconds) clips longer than that: decoding stops at the limit
     and the error names the setting `limit_name`. progress: a bar over the decoded frames
-    (False, True, or tqdm options: dataloaders.video_io.frame_bar)."""
+    (False, True, or tqdm options: utils.progress.frame_bar)."""
     fps = float(_get(cfg or {}, "fps", 25))
     min_seconds = float(_get(cfg or {}, "min_seconds", 1.0))
     frames = read_video_at_fps(path, fps, max_seconds=max_seconds, limit_name=limit_name, progress=progress)

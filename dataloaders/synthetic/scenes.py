@@ -16,7 +16,7 @@ import numpy as np
 def synthetic_face_frames(root: Path) -> np.ndarray:
     """uint8 RGB frames (T, 256, 256, 3) of one clip of a fresh synthetic corpus under root."""
     from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
     from utils.config import compose_config
 
     syn = synthetic_settings(compose_config(["prep.synthetic.n_clips=1", "prep.synthetic.workers=1"]))
