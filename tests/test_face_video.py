@@ -71,10 +71,13 @@ def test_a_long_gap_is_refused(faces, tmp_path):
     stats = analyse_video(path, _prep(max_gap_frames=20)).stats
     assert stats["longest_gap_frames"] == 20 and stats["longest_gap_start_frame"] == 55
     # a gap in the middle longer than tracking bridges (prep.track_max_gap) splits the face into two tracks:
-    # only the longer one is cropped, and the fraction check sees it
+    # one of them is cropped (never a mix), and the fraction check sees it: by default the one whose mouth moves
+    # more (frames 50-74 here), with prep.track=longest the longer one
     split = _clip(tmp_path, "split", blank_out(faces, 30, 50))
-    with pytest.raises(LipVoicerError, match=r"a face is found in only 30 of 75 frames \(40 %\)"):
+    with pytest.raises(LipVoicerError, match=r"a face is found in only 25 of 75 frames \(33 %\)"):
         analyse_video(split, _prep())
+    with pytest.raises(LipVoicerError, match=r"a face is found in only 30 of 75 frames \(40 %\)"):
+        analyse_video(split, _prep(track="longest"))
 
 
 def test_identity_image_is_centred_on_the_face_of_a_wide_shot(faces, tmp_path):
@@ -236,5 +239,5 @@ def test_bad_tracking_setting_stops_before_detection(faces, tmp_path, monkeypatc
         raise AssertionError("face detection ran with a bad prep.track setting")
 
     monkeypatch.setattr(mouthcrops, "_detector", no_detection)
-    with pytest.raises(LipVoicerError, match=r"^prep.track: unknown rule 'tallest' \(use longest \| largest \| frontal\)"):
+    with pytest.raises(LipVoicerError, match=r"^prep.track: unknown rule 'tallest' \(use speaking \| longest \| largest \| frontal \| all\)"):
         mouthcrops.analyse_video(_clip(tmp_path, "clip", faces[:30]), _prep(track="tallest"))

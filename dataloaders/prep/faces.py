@@ -18,6 +18,7 @@ class Face:
     score: float
     keypoints: np.ndarray  # (K, 2) x, y in pixels: K = 4 (MediaPipe) or 68 (FAN)
     source: str = ""       # which model found it (e.g. "full_range" / "short_range" for MediaPipe)
+    mouth: np.ndarray | None = None  # small greyscale patch around the mouth (dataloaders/prep/mouth_motion.py)
 
     @property
     def area(self) -> float:

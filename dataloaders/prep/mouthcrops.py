@@ -42,11 +42,12 @@ from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_bo
 from dataloaders.prep.fan_landmarks import fetch_weights
 from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.prep.mouth_crop import MouthCropper, fill_missing, load_mean_face, prepare_landmarks
-from utils.progress import frame_bar
+from dataloaders.prep.mouth_motion import detect_with_mouths
 from dataloaders.video_io.decode import iter_video_frames, open_video_stream, read_video_at_fps
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
 from utils.processes import resolve_workers
+from utils.progress import frame_bar
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def _analyse(frames_or_path, cfg, *, source: str, limits: FaceLimits | None, ide
     faces_per_frame = []
     with frame_bar(total, "face detection", progress) as bar:
         for frame in frames():
-            faces_per_frame.append(detector.detect_frame(frame))
+            faces_per_frame.append(detect_with_mouths(detector, frame))
             bar.update(1)
     n = len(faces_per_frame)
     min_seconds = float(_get(cfg, "min_seconds", 1.0))
