@@ -151,8 +151,10 @@ def test_inference_json_carries_detection_statistics_and_identity(faces, assets,
     out = generate_for_video(_cfg(assets, video, tmp_path / "o"))
     report = json.loads((out / "wide.json").read_text())
     det = report["face_detection"]
-    assert det["frames"] == 75 and det["face_fraction"] == 1.0 and det["longest_gap_frames"] == 0
-    assert 0 <= det["identity_frame"] < 75 and det["tracks"]["frames_in_chosen"] == 75
+    assert det["frames"] == 75 and det["face_fraction"] == 1.0 and det["shots"] == [[0, 75]]
+    assert len(det["tracks"]) == 1 and det["tracks"][0]["frames"] == 75 and 0 <= det["tracks"][0]["identity_frame"] < 75
+    assert [(g["start_s"], g["end_s"], g["status"], g["face_fraction"]) for g in report["segments"]] == [
+        (0.0, 3.0, "generated", 1.0)]
     assert report["files"]["face"] == "wide_face.png" and (out / "wide_face.png").is_file()
     assert report["output_video"]["error"] is None
 
@@ -164,9 +166,12 @@ def test_inference_refuses_a_rare_face_before_loading_models(faces, assets, tmp_
         raise AssertionError("models loaded for a refused video")
 
     monkeypatch.setattr(v2s.GenerationCore, "load", no_models)
-    video = _clip(tmp_path, "rare", blank_out(faces, 20, 75))
-    with pytest.raises(LipVoicerError, match=r"below generate.min_face_fraction=0.6 "):
+    video = _clip(tmp_path, "rare", blank_out(faces, 20, 75))  # a face for 0.8 s, then none: nothing to generate
+    with pytest.raises(LipVoicerError) as e:
         v2s.generate_for_video(_cfg(assets, video, tmp_path / "o"))
+    assert str(e.value) == (f"{video}: the face is on screen for 0.80 s, less than generate.min_seconds=1 (frames "
+                            f"0-19; the rest of the video has no face; nothing to generate: lower the limit, or use "
+                            f"another video)")
     with pytest.raises(LipVoicerError, match=r"generate.min_face_fraction=1.5: must be a fraction of frames between "
                                              r"0 and 1"):
         v2s.generate_for_video(_cfg(assets, video, tmp_path / "o", "generate.min_face_fraction=1.5"))

@@ -123,7 +123,7 @@ class FaceLimits:
                    None if up is None else float(up), prefix)
 
 
-def _longest_gap(found: list[bool]) -> tuple[int, int]:
+def longest_gap(found: list[bool]) -> tuple[int, int]:
     """(length, first frame) of the longest run of frames without the face (edges included)."""
     best, best_at, run, at = 0, 0, 0, 0
     for i, f in enumerate(found):
@@ -144,7 +144,7 @@ def face_statistics(track, n: int, summary: dict, fps: float) -> dict:
     for t in track.frames:
         found[t] = True
     k = sum(found)
-    gap, gap_at = _longest_gap(found)
+    gap, gap_at = longest_gap(found)
     sizes = [f.size for f in track.faces]
     return {"frames": n, "frames_with_face": k, "frames_interpolated": n - k,
             "face_fraction": round(k / n, 4) if n else 0.0,

@@ -2,6 +2,7 @@
 temporary name and an atomic rename; the audio and picture encoding shared with muxing."""
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -64,20 +65,30 @@ def _yuv420p_frame(rgb: np.ndarray):
 
 def write_video(path: str | Path, frames, fps: float = 25.0, audio: np.ndarray | None = None,
                 sample_rate: int = 16000, crf: int = 20, preset: str = "veryfast", threads: int = 1) -> Path:
-    """H.264 (yuv420p) .mp4 from uint8 RGB frames (T, H, W, 3) with optional mono AAC audio.
+    """H.264 (yuv420p) .mp4 from uint8 RGB frames (T, H, W, 3) or greyscale (T, H, W) with optional mono
+    AAC audio. frames may also be any iterable of (H, W, 3) / (H, W) frames of one size (encoded as they
+    come: a long video need not be held in memory).
 
     Odd frame sizes are cropped by one pixel (yuv420p needs even sizes). One encoder thread
     (the default) makes the file depend on the frames only; threads=0 lets x264 choose.
     """
     av = _av()
-    frames = np.asarray(frames)
-    if frames.ndim == 3:  # greyscale (T, H, W)
-        frames = np.repeat(frames[..., None], 3, axis=-1)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+    if isinstance(frames, np.ndarray) and frames.ndim not in (3, 4):
         raise LipVoicerError(f"{path}: frames must be a non-empty (T, H, W, 3) array, got {frames.shape}")
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    frames = np.ascontiguousarray(frames[:, :h, :w].astype(np.uint8, copy=False))
+    it = iter(frames)
+    first = next(it, None)
+    first = None if first is None else np.asarray(first)
+    if first is None or not (first.ndim == 2 or (first.ndim == 3 and first.shape[-1] == 3)):
+        shape = "none" if first is None else first.shape
+        raise LipVoicerError(f"{path}: frames must be a non-empty (T, H, W, 3) array, got frames of shape {shape}")
+    h, w = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
     path = Path(path)
+
+    def rgb(img) -> np.ndarray:
+        img = np.asarray(img)
+        if img.ndim == 2:  # greyscale
+            img = np.repeat(img[..., None], 3, axis=-1)
+        return np.ascontiguousarray(img[:h, :w].astype(np.uint8, copy=False))
 
     def write(tmp: Path) -> None:
         with av.open(str(tmp), "w", format="mp4") as out:
@@ -85,8 +96,8 @@ def write_video(path: str | Path, frames, fps: float = 25.0, audio: np.ndarray |
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.options = {"crf": str(crf), "preset": preset, "threads": str(int(threads))}
             astream = _add_audio_stream(out, sample_rate) if audio is not None else None
-            for img in frames:
-                for packet in vs.encode(_yuv420p_frame(img)):
+            for img in itertools.chain([first], it):
+                for packet in vs.encode(_yuv420p_frame(rgb(img))):
                     out.mux(packet)
             for packet in vs.encode(None):
                 out.mux(packet)
