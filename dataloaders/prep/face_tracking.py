@@ -227,7 +227,8 @@ def track_summary(tracks: list[Track], chosen: Track | None, n_frames: int | Non
         "frames_in_chosen": chosen.length if chosen is not None else 0,
         "tracks": [{"first": tr.first, "last": tr.last, "frames": tr.length, "mean_size": round(tr.mean_size, 1),
                     "frontality": round(tr.mean_frontality, 3), "score": round(tr.mean_score, 3),
-                    "mouth_motion": round(tr.motion, 4)}
+                    "mouth_motion": round(tr.motion, 4),
+                    "centre": [round(float(v), 1) for v in tr.faces[0].center]}
                    for tr in tracks],
     }
     if n_frames is not None:

@@ -178,7 +178,7 @@ def plan_segments(shots: list[tuple[int, int]], faces_per_frame: list, s: Segmen
         kept, why_none = speaking_tracks(tracks, s)
         covered = np.zeros(shot[1] - shot[0], bool)
         for tr in kept:
-            tid = base + tracks.index(tr)
+            tid = base + next(k for k, other in enumerate(tracks) if other is tr)
             start, stop = stretch(tr, shot, s)
             covered[start - shot[0]:stop - shot[0]] = True
             reason, fraction = check_stretch(tr, start, stop, s)
