@@ -72,7 +72,7 @@ def test_cutaway_gets_silence_between_two_speech_segments(cutaway_clip, assets, 
     from pipelines.video_to_speech import generate_for_video
 
     seen = _record(monkeypatch)
-    out = generate_for_video(_cfg(assets, cutaway_clip, tmp_path, "generate.text=\"['one two','three four']\""))
+    out = generate_for_video(_cfg(assets, cutaway_clip, tmp_path, "generate.text=['one two','three four']"))
     report = json.loads((out / "cutaway.json").read_text())
     assert _spans(report) == [(0.0, 3.0, "generated", True), (3.0, 6.0, "silent", False),
                               (6.0, 9.0, "generated", True)]
@@ -87,7 +87,9 @@ def test_cutaway_gets_silence_between_two_speech_segments(cutaway_clip, assets, 
         assert np.sqrt(np.mean(wav[a * SPF:b * SPF] ** 2)) > 1e-3
     # one person in two shots: one speaker, one identity image, one voice
     assert [g["speaker"] for g in report["segments"]] == [0, None, 0]
-    assert report["speakers"] == [{"speaker": 0, "tracks": [0, 1], "identity_image": "cutaway_face.png"}]
+    tracks = [report["segments"][0]["track"], report["segments"][2]["track"]]
+    assert tracks[0] != tracks[1]   # a cut ends a track
+    assert report["speakers"] == [{"speaker": 0, "tracks": tracks, "identity_image": "cutaway_face.png"}]
     items = seen[0]
     assert np.array_equal(items[0]["face"], items[1]["face"])
     from dataloaders.video_io.decode import read_audio
@@ -105,7 +107,7 @@ def test_two_speakers_alternating_shots_get_two_voices(people, assets, tmp_path,
     path = tmp_path / "interview.mp4"
     write_video(path, np.concatenate([loop(a, 50), loop(b, 50), loop(a[10:], 50), loop(b[10:], 50)]))
     seen = _record(monkeypatch)
-    out = generate_for_video(_cfg(assets, path, tmp_path / "o", "generate.text=\"['a','b','c','d']\""))
+    out = generate_for_video(_cfg(assets, path, tmp_path / "o", "generate.text=['a','b','c','d']"))
     report = json.loads((out / "interview.json").read_text())
     assert [(g["start_s"], g["end_s"], g["status"], g["speaker"]) for g in report["segments"]] == [
         (0.0, 2.0, "generated", 0), (2.0, 4.0, "generated", 1), (4.0, 6.0, "generated", 0), (6.0, 8.0, "generated", 1)]
@@ -176,8 +178,8 @@ def test_a_long_clip_is_generated_whole_in_segments_cut_at_pauses(people, assets
     monkeypatch.setattr(generation.GenerationCore, "generate",
                         lambda self, mouth, *a, **k: calls.append(mouth.shape[0]) or real(self, mouth, *a, **k))
     report, clip_frames = _long_run(people, assets, tmp_path, 12.0, "generate.segment_seconds=2",
-                                    "generate.batch_size=4", "generate.text=null", "generate.w_asr=0",
-                                    "generate.text=\"['x','x','x','x','x','x','x']\"")
+                                    "generate.batch_size=4", "generate.w_asr=0",
+                                    "generate.text=['x','x','x','x','x','x','x']")
     segs = report["segments"]
     assert all(g["status"] == "generated" for g in segs) and segs[0]["start_s"] == 0 and segs[-1]["end_s"] == 12.0
     assert all(0 < g["end_s"] - g["start_s"] <= 2.0 for g in segs) and len(segs) == 7
@@ -311,7 +313,10 @@ def test_batched_segments_equal_one_by_one(assets):
     cfg.generate.batch_size = 4
     batched = speech_for_segments(core, cfg, items, torch.device("cpu"), seed=3)
     for (m1, a1), (m4, a4) in zip(alone[:3], batched[:3]):
-        assert torch.equal(m1, m4) and torch.equal(a1, a4)
+        # the mel bit for bit; the audio to float rounding (HiFi-GAN's CPU convolutions take another path for a batch)
+        assert torch.equal(m1, m4)
+        print(f"[30-frame segment] audio batched against alone: max abs difference {float((a1 - a4).abs().max()):.2e}")
+        assert torch.allclose(a1, a4, rtol=0, atol=1e-5)
     m1, m4 = alone[3][0], batched[3][0]
     assert m1.shape == m4.shape == (80, 72)
     rel = float((m1 - m4).norm() / m1.norm())
