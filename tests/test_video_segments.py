@@ -177,14 +177,19 @@ def test_a_long_clip_is_generated_whole_in_segments_cut_at_pauses(people, assets
     real = generation.GenerationCore.generate
     monkeypatch.setattr(generation.GenerationCore, "generate",
                         lambda self, mouth, *a, **k: calls.append(mouth.shape[0]) or real(self, mouth, *a, **k))
+    srt = tmp_path / "words.srt"   # a word every half second: every segment gets its words
+    srt.write_text("".join(f"{i + 1}\n00:00:{i // 2:02d},{i % 2 * 500:03d} --> 00:00:{i // 2:02d},{i % 2 * 500 + 400:03d}\n"
+                           f"word{i}\n\n" for i in range(24)))
     report, clip_frames = _long_run(people, assets, tmp_path, 12.0, "generate.segment_seconds=2",
-                                    "generate.batch_size=4", "generate.w_asr=0",
-                                    "generate.text=['x','x','x','x','x','x','x']")
+                                    "generate.batch_size=4", f"generate.text={srt}")
     segs = report["segments"]
     assert all(g["status"] == "generated" for g in segs) and segs[0]["start_s"] == 0 and segs[-1]["end_s"] == 12.0
-    assert all(0 < g["end_s"] - g["start_s"] <= 2.0 for g in segs) and len(segs) == 7
+    assert all(1.0 <= g["end_s"] - g["start_s"] <= 2.0 for g in segs) and 6 <= len(segs) <= 12
     assert all(a["end_s"] == b["start_s"] for a, b in zip(segs, segs[1:]))   # no gap, no overlap
-    assert calls == [4, 3]   # 7 segments in 2 batched samplings
+    from dataloaders.text import normalize_text
+
+    assert " ".join(g["text"] for g in segs) == normalize_text(" ".join(f"word{i}" for i in range(24)))
+    assert calls == [4] * (len(segs) // 4) + ([len(segs) % 4] if len(segs) % 4 else [])   # batched samplings
     # the cuts fall where the looped clip's mouth rests: its lead / tail silence at the loop's seams
     seams = np.arange(0, 301, clip_frames)
     cuts = [round(g["start_s"] * 25) for g in segs[1:]]
