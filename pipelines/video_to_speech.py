@@ -166,8 +166,10 @@ def read_texts(cfg, video: SegmentedVideo, device: torch.device, source: str) ->
 
 def speakers_of(video: SegmentedVideo, threshold: float) -> dict[int, int]:
     """{track: speaker} for the tracks with speech (pipelines/speaker.py), set on every segment of them."""
-    faces = {tid: (video.segments[next(i for i in video.generated if video.segments[i].track == tid)].shot, img)
-             for tid, img in video.identities.items()}
+    faces = {}  # the tracks that still have speech (subtitles may have silenced some): their first shot, image
+    for i in video.generated:
+        g = video.segments[i]
+        faces.setdefault(g.track, (g.shot, video.identities[g.track]))
     speakers = assign_speakers(faces, threshold)
     for g in video.segments:
         g.speaker = speakers.get(g.track) if g.track is not None else None

@@ -190,10 +190,17 @@ def test_a_long_clip_is_generated_whole_in_segments_cut_at_pauses(people, assets
 
     assert " ".join(g["text"] for g in segs) == normalize_text(" ".join(f"word{i}" for i in range(24)))
     assert calls == [4] * (len(segs) // 4) + ([len(segs) % 4] if len(segs) % 4 else [])   # batched samplings
-    # the cuts fall where the looped clip's mouth rests: its lead / tail silence at the loop's seams
-    seams = np.arange(0, 301, clip_frames)
-    cuts = [round(g["start_s"] * 25) for g in segs[1:]]
-    assert all(np.min(np.abs(seams - c)) <= 8 for c in cuts), (cuts, seams)
+    # where the window a cut is looked for in (25-50 frames after the last) holds a seam of the loop (the clip
+    # played forwards and backwards: its lead or tail silence twice, a pause), the cut falls in that pause
+    seams = np.arange(clip_frames, 300, clip_frames)
+    cuts = [0] + [round(g["start_s"] * 25) for g in segs[1:]]
+    checked = 0
+    for last, cut in zip(cuts, cuts[1:]):
+        inside = [t for t in seams if last + 29 <= t <= last + 46]
+        if inside:
+            checked += 1
+            assert min(abs(cut - t) for t in inside) <= 6, (cuts, seams)
+    assert checked >= 1, (cuts, seams)
 
 
 @pytest.mark.slow
