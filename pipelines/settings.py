@@ -142,16 +142,21 @@ def generation_problems(cfg) -> list[str]:
         if value is not None and not isinstance(value, bool):
             bad(f"generate.{key}", value, "must be true or false")
 
-    for key, lo, what in (("segment_seconds", 0.0, "a number of seconds > 0"),
-                          ("shot_threshold", 0.0, "a number > 0 (PySceneDetect's content threshold; 27 is its default)")):
+    for key, what in (("segment_seconds", "a number of seconds > 0"),
+                      ("shot_threshold", "a number > 0 (PySceneDetect's content threshold; 27 is its default)")):
         x = _number(get(key, 1.0))
-        if x is None or x <= lo:
+        if x is None or x <= 0:
             bad(f"generate.{key}", get(key), f"must be {what}")
     for key, what in (("crossfade_seconds", "a number of seconds >= 0 (0: segments join without fades)"),
                       ("same_speaker_distance", "a number >= 0 (0: every face track is its own speaker)")):
         x = _number(get(key, 0.0))
         if x is None or x < 0:
             bad(f"generate.{key}", get(key), f"must be {what}")
+    seg = _number(get("segment_seconds", 10.0))
+    if seg is not None and seg > 0 and lo is not None and lo > 0 and seg < 2 * lo:
+        bad("generate.segment_seconds", get("segment_seconds"),
+            f"must be at least 2 x generate.min_seconds={get('min_seconds')} (a longer stretch is cut into pieces of "
+            f"at least min_seconds)")
     shot = _integer(get("min_shot_frames", 1))
     if shot is None or shot < 1:
         bad("generate.min_shot_frames", get("min_shot_frames"), "must be an integer number of frames >= 1")

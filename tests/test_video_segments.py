@@ -350,3 +350,6 @@ def test_new_settings_are_checked():
         "generate.same_speaker_distance=-0.1: must be a number >= 0 (0: every face track is its own speaker)",
         "generate.min_shot_frames=0.5: must be an integer number of frames >= 1"]
     assert generation_problems(compose_cfg(["generate.text=['a','b']"])) == []
+    assert generation_problems(compose_cfg(["generate.segment_seconds=1.5"])) == [
+        "generate.segment_seconds=1.5: must be at least 2 x generate.min_seconds=1.0 (a longer stretch is cut into "
+        "pieces of at least min_seconds)"]
