@@ -213,8 +213,14 @@ def speech_for_segments(core: GenerationCore, cfg, items: list[dict], device: to
 def soundtrack(video: SegmentedVideo, speech: dict[int, tuple[torch.Tensor, torch.Tensor]], n_samples: int,
                samples_per_frame: int, fade_frames: int) -> np.ndarray:
     """The video's one soundtrack (pipelines/soundtrack.py) from the speech of its generated segments."""
-    pieces = [Piece(video.segments[i].start * samples_per_frame, audio.numpy().astype(np.float32),
-                    video.segments[i].extend * samples_per_frame) for i, (_, audio) in speech.items()]
+    starts = {(video.segments[i].start, video.segments[i].track) for i in speech}
+    pieces = []
+    for i, (_, audio) in speech.items():
+        g = video.segments[i]
+        extend = g.extend if (g.stop, g.track) in starts else 0   # the next piece silenced (subtitles): no overlap
+        pieces.append(Piece(g.start * samples_per_frame,
+                            audio.numpy().astype(np.float32)[:(g.frames + extend) * samples_per_frame],
+                            extend * samples_per_frame))
     return assemble(n_samples, pieces, fade_frames * samples_per_frame)
 
 
