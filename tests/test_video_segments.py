@@ -353,3 +353,23 @@ def test_new_settings_are_checked():
     assert generation_problems(compose_cfg(["generate.segment_seconds=1.5"])) == [
         "generate.segment_seconds=1.5: must be at least 2 x generate.min_seconds=1.0 (a longer stretch is cut into "
         "pieces of at least min_seconds)"]
+
+
+def test_a_piece_ends_at_its_segment_when_the_next_is_silenced():
+    """The crossfade frame of a piece cut from a longer stretch is used only when the next piece is generated too
+    (a subtitle file without a cue for the next piece silences it: that stays digital silence)."""
+    from dataloaders.prep.segments import GENERATED, SILENT, Segment
+    from dataloaders.prep.video_segments import SegmentedVideo
+    from pipelines.video_to_speech import soundtrack
+
+    for second in (GENERATED, SILENT):
+        segs = [Segment(0, 10, 0, 0, GENERATED, extend=1), Segment(10, 20, 0, 0, second)]
+        video = SegmentedVideo(20, [(0, 20)], [], segs, {}, {}, {}, {})
+        speech = {0: (None, torch.ones(11 * SPF))}
+        if second == GENERATED:
+            speech[1] = (None, torch.ones(10 * SPF))
+        out = soundtrack(video, speech, 20 * SPF, SPF, 1)
+        if second == GENERATED:
+            assert np.allclose(out[SPF:19 * SPF], 1.0, atol=1e-6)   # crossfaded across the cut
+        else:
+            assert np.all(out[10 * SPF:] == 0) and out[9 * SPF] > 0.99 and out[10 * SPF - 1] < 0.01
