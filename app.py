@@ -65,7 +65,8 @@ def build_ui(demo: Demo) -> gr.Blocks:
 
     with gr.Blocks(title="LipVoicer demo", delete_cache=(600, 3600)) as ui:
         gr.Markdown("# LipVoicer: speech for a silent talking-face video\n"
-                    "Upload a video of one speaking face (or pick the example), optionally type what is said "
+                    "Upload a video with a speaking face (or pick the example; cutaways, several people and long "
+                    "recordings are cut into speech segments, listed under the result), optionally type what is said "
                     "(otherwise the lips are read), and press **Generate**.")
         if demo.models_note:
             gr.Markdown(f"*{demo.models_note}*", elem_id="models-note")

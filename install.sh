@@ -26,6 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
+# PySceneDetect (shot cuts of inference_real_video.py) without its dependencies: it asks for opencv-python, which
+# would replace opencv-contrib-python; what else it imports (numpy, click, platformdirs, tqdm) is there already
+python3 -m pip install -q --disable-pip-version-check --no-deps scenedetect==0.7.2
 if [ "${1:-}" = "--tests" ]; then
   # tests/test_fan_backend.py: the face_alignment backend with stand-in weights (never opencv-python)
   python3 -m pip install -q --disable-pip-version-check --no-deps face-alignment==1.5.0 numba

@@ -19,7 +19,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from dataloaders.audio import wav_file_to_mel  # noqa: E402
-from dataloaders.video_io import write_video  # noqa: E402
+from dataloaders.video_io.encode import write_video  # noqa: E402
 
 
 def write_clip(root: Path, rel: str, frames: int, rng: np.random.Generator, size: int = 160) -> None:

@@ -1,7 +1,12 @@
-"""Peak memory of reading a long high-resolution clip for mouth crops: streamed (what inference and data
-preparation do) against holding every frame (what they did before), each in a fresh process.
+"""Peak memory of reading a long high-resolution clip for mouth crops, each mode in a fresh process:
 
-    python benchmarks/bench_video_memory.py --seconds 60 --height 1080     # the issue's case
+    segments   what inference_real_video.py does: the streamed passes that cut the video into speech
+               segments and keep each segment's mouth crops (dataloaders/prep/video_segments.py);
+    streamed   one clip, one face (data preparation: dataloaders/prep/mouthcrops.py analyse_video);
+    in_memory  holding every frame (what both did before they streamed).
+
+    python benchmarks/bench_video_memory.py --seconds 600 --height 720 --modes segments   # 10 minutes of 720p
+    python benchmarks/bench_video_memory.py --seconds 60 --height 1080
     python benchmarks/bench_video_memory.py --seconds 4 --height 360        # a quick look
 
 The clip is the synthetic corpus's talking face placed in a larger frame, looped to the length asked
@@ -28,7 +33,13 @@ sys.path.insert(0, {root!r})
 from dataloaders.prep.mouthcrops import analyse_video, mouth_crops_from_frames, video_frames
 cfg = {{"mean_face_path": {mean_face!r}, "detector": "mediapipe", "min_face_fraction": 0.5, "max_gap_frames": None}}
 t = time.perf_counter()
-if {mode!r} == "streamed":
+if {mode!r} == "segments":
+    from dataloaders.prep.segments import SegmentSettings
+    from dataloaders.prep.video_segments import analyse_segments
+    video = analyse_segments({video!r}, cfg, SegmentSettings(min_frames=25, max_frames=250, min_face_fraction=0.6,
+                             max_gap_frames=15), identity_size=224)
+    crops = [0] * sum(len(c) for c in video.crops.values())
+elif {mode!r} == "streamed":
     crops = analyse_video({video!r}, cfg, identity_size=224).crops
 else:
     crops = mouth_crops_from_frames(video_frames({video!r}, cfg), cfg)
@@ -38,9 +49,7 @@ print(json.dumps({{"frames": len(crops), "seconds": time.perf_counter() - t, "pe
 
 
 def make_clip(path: Path, seconds: float, height: int) -> None:
-    import numpy as np
-
-    from dataloaders.video_io import write_video
+    from dataloaders.video_io.encode import write_video
     from dataloaders.synthetic.scenes import loop, place, synthetic_face_frames
 
     faces = synthetic_face_frames(path.parent / "corpus")
@@ -48,8 +57,7 @@ def make_clip(path: Path, seconds: float, height: int) -> None:
     n = int(round(seconds * 25))
     size = height // 2
     chunk = place(loop(faces, 250), (height, width), size, (width // 2, height // 2))
-    frames = np.concatenate([chunk] * int(np.ceil(n / len(chunk))))[:n]
-    write_video(path, frames, fps=25, crf=28, threads=0)
+    write_video(path, (chunk[i % len(chunk)] for i in range(n)), fps=25, crf=28, threads=0)  # streamed to the encoder
 
 
 def main(argv=None) -> int:
@@ -59,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work_dir", type=Path, default=Path(tempfile.gettempdir()) / "lipvoicer_bench_memory")
     ap.add_argument("--mean_face", type=Path, default=ROOT / "checkpoints" / "20words_mean_face.npy",
                     help="68-point mean face (python download_checkpoints.py fetches it)")
-    ap.add_argument("--modes", nargs="+", default=["streamed", "in_memory"], choices=["streamed", "in_memory"])
+    ap.add_argument("--modes", nargs="+", default=["segments", "streamed", "in_memory"],
+                    choices=["segments", "streamed", "in_memory"])
     args = ap.parse_args(argv)
     if not args.mean_face.is_file():
         ap.error(f"{args.mean_face}: mean face not found (python download_checkpoints.py, or --mean_face)")

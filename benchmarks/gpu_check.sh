@@ -21,9 +21,14 @@ cd "$(dirname "$0")/.."
 TINY=0
 if [ "${1:-}" = "--tiny" ]; then TINY=1; shift; fi
 OUT="${1:-benchmarks/results/gpu_check_$(date +%Y%m%d_%H%M%S)}"
+PY=${PYTHON:-python3}
+# the full run measures a GPU: without one, say so in one line (not a traceback from torch) and stop
+if [ $TINY = 0 ] && ! $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "error: benchmarks/gpu_check.sh: needs a CUDA GPU (PyTorch sees none here); 'bash benchmarks/gpu_check.sh --tiny' runs the same checks on CPU with tiny models" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
 
 echo "== tests marked cuda"
 set +e

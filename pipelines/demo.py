@@ -81,8 +81,8 @@ class DemoLimits:
 
 
 class StageProgress:
-    """on_stage(name, fraction) of generate_for_video -> on_progress(overall fraction, message), with the
-    sampling step count and an ETA."""
+    """on_stage(name, fraction) of generate_for_video -> on_progress(overall fraction, message), with how much
+    of the sampling (all segments' batches together) is done and an ETA."""
 
     def __init__(self, on_progress, n_steps: int):
         self.on_progress = on_progress
@@ -97,7 +97,6 @@ class StageProgress:
             now = time.perf_counter()
             if self.sampling_start is None or fraction == 0:
                 self.sampling_start = now
-            step = int(round(fraction * self.n_steps))
             if fraction >= 1.0:
                 self.on_progress(end, STAGES["vocoding"][1])
                 return
@@ -105,7 +104,8 @@ class StageProgress:
             if fraction > 0:
                 left = (now - self.sampling_start) / fraction * (1 - fraction)
                 eta = f", about {left:.0f} s left"
-            self.on_progress(start + (end - start) * fraction, f"sampling: step {step}/{self.n_steps}{eta}")
+            self.on_progress(start + (end - start) * fraction, f"sampling: {100 * fraction:.0f} % of the segments' "
+                                                               f"{self.n_steps} steps each{eta}")
             return
         start, message = STAGES.get(name, (None, name))
         if start is not None:
@@ -191,6 +191,7 @@ class Demo:
         return {"dir": req_dir, "video": files["video"], "wav": files["wav"], "mel_png": files["mel_png"],
                 "mouth_video": files.get("mouth_video"), "report": files["report"], "text": report["text"],
                 "text_source": report["text_source"], "face_detection": report.get("face_detection", {}),
+                "segments": report.get("segments", []),
                 "timings_s": report["timings_s"], "seconds": report["seconds"],
                 "audio_seconds": report["audio_seconds"], "device": report["device"]}
 
@@ -203,14 +204,29 @@ class Demo:
         shutil.rmtree(self.work_root, ignore_errors=True)
 
 
+def segments_markdown(segments: list[dict]) -> str:
+    """The report's segments as a Markdown table: time, speaker, status, the text or why it is silent."""
+    lines = ["| segment | speaker | status | text / reason |", "|---|---|---|---|"]
+    for g in segments:
+        what = (g["text"] or "(no text)") if g["status"] == "generated" else g["reason"]
+        speaker = "-" if g["speaker"] is None else g["speaker"]
+        lines.append(f"| {g['start_s']:.2f}-{g['end_s']:.2f} s | {speaker} | {g['status']} | "
+                     f"{what.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
 def stats_markdown(result: dict) -> str:
-    """Face detection and seconds per stage, as Markdown tables."""
+    """The segments, face detection and seconds per stage, as Markdown tables."""
     det = result.get("face_detection") or {}
     lines = [f"**{result['seconds']:.2f} s** of video -> **{result['audio_seconds']:.2f} s** of speech "
-             f"on {result['device']}", "", "| face detection | frames |", "|---|---|"]
-    names = {"frames": "frames (25 fps)", "frames_with_face": "with a face detected",
-             "frames_interpolated": "without (landmarks interpolated)"}
-    lines += [f"| {names.get(k, k)} | {v} |" for k, v in det.items()]
+             f"on {result['device']}", ""]
+    if result.get("segments"):
+        lines += [segments_markdown(result["segments"]), ""]
+    lines += ["| face detection | frames |", "|---|---|"]
+    names = {"frames": "frames (25 fps)", "frames_with_any_face": "with a face detected",
+             "face_fraction": "fraction with a face"}
+    lines += [f"| {names.get(k, k)} | {v} |" for k, v in det.items() if isinstance(v, (int, float, str))]
+    lines += [f"| shots | {len(det['shots'])} |"] if "shots" in det else []
     lines += ["", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in result["timings_s"].items()]
     return "\n".join(lines)

@@ -13,7 +13,9 @@ Checked (generate.* unless named): w_video >= 0; w_asr >= 0; asr_start an intege
 diffusion.T an integer >= 1; sampler one of ancestral | ddim | dpm_solver; steps an
 integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_seconds and
 max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused);
-min_face_fraction in [0, 1]; max_gap_frames null or an integer >= 0; batch_size an integer >= 1; n_samples
+min_face_fraction in [0, 1]; max_gap_frames null or an integer >= 0; segment_seconds and
+shot_threshold > 0; crossfade_seconds and same_speaker_distance >= 0; min_shot_frames an integer >= 1;
+text a text, a list of texts or a subtitle file name; batch_size an integer >= 1; n_samples
 null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
 present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs) true or false.
 """
@@ -140,9 +142,31 @@ def generation_problems(cfg) -> list[str]:
         if value is not None and not isinstance(value, bool):
             bad(f"generate.{key}", value, "must be true or false")
 
-    text = get("text")  # Hydra reads generate.text=911 as a number: that is a text too
-    if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
-        bad("generate.text", text, "must be a quoted text, e.g. generate.text=\"'hello there'\"")
+    for key, what in (("segment_seconds", "a number of seconds > 0"),
+                      ("shot_threshold", "a number > 0 (PySceneDetect's content threshold; 27 is its default)")):
+        x = _number(get(key, 1.0))
+        if x is None or x <= 0:
+            bad(f"generate.{key}", get(key), f"must be {what}")
+    for key, what in (("crossfade_seconds", "a number of seconds >= 0 (0: segments join without fades)"),
+                      ("same_speaker_distance", "a number >= 0 (0: every face track is its own speaker)")):
+        x = _number(get(key, 0.0))
+        if x is None or x < 0:
+            bad(f"generate.{key}", get(key), f"must be {what}")
+    seg = _number(get("segment_seconds", 10.0))
+    if seg is not None and seg > 0 and lo is not None and lo > 0 and seg < 2 * lo:
+        bad("generate.segment_seconds", get("segment_seconds"),
+            f"must be at least 2 x generate.min_seconds={get('min_seconds')} (a longer stretch is cut into pieces of "
+            f"at least min_seconds)")
+    shot = _integer(get("min_shot_frames", 1))
+    if shot is None or shot < 1:
+        bad("generate.min_shot_frames", get("min_shot_frames"), "must be an integer number of frames >= 1")
+
+    text = get("text")  # Hydra reads generate.text=911 as a number: that is a text too; a list: one per segment
+    texts = list(text) if text is not None and not isinstance(text, (str, int, float, bool)) and \
+        hasattr(text, "__iter__") and not hasattr(text, "keys") else [text]
+    if text is not None and any(isinstance(t, bool) or not isinstance(t, (str, int, float)) for t in texts):
+        bad("generate.text", text, "must be a quoted text, e.g. generate.text=\"'hello there'\", a list of texts (one "
+                                   "per speech segment) or a .srt / .vtt subtitle file")
     return problems
 
 

@@ -45,7 +45,7 @@ from dataloaders.batching import collate_clips, length_batches
 from dataloaders.layout import ClipPaths, list_split_clips
 from dataloaders.lrs_dataset import MelGenTestDataset
 from dataloaders.text import normalize_text
-from dataloaders.video_io import mux_audio
+from dataloaders.video_io.mux import mux_audio
 from pipelines.generation import GenerationCore, clip_generator
 from pipelines.outputs import ClipClaims, ClipOutputs, run_dir
 from pipelines.settings import check_generation_settings

@@ -88,8 +88,9 @@ def _generate(page, path: Path, text: str = "", expect_progress: bool = False) -
     if text:
         page.locator("#text-in textarea").fill(text)
     page.locator("#generate").click()
-    if expect_progress:  # the stages show while it runs, sampling with its step count
-        page.wait_for_function("() => /sampling: step \\d+\\/\\d+/.test(document.body.innerText)", timeout=60_000)
+    if expect_progress:  # the stages show while it runs, sampling with how much is done
+        page.wait_for_function("() => /sampling: \\d+ % of the segments/.test(document.body.innerText)",
+                               timeout=60_000)
     status = page.locator("#status")
     page.wait_for_function("() => /Done|Error/.test(document.querySelector('#status')?.innerText || '')",
                            timeout=90_000)
@@ -135,6 +136,7 @@ def test_generate_in_browser(app_url, browser, tmp_path):
     assert "generate.text" in page.locator("#text-out textarea").input_value()
     stats = page.locator("#stats").inner_text()
     assert "with a face detected" in stats and "sampling" in stats
+    assert "0.00-" in stats and "generated" in stats   # the segments, listed
     page.locator("#mel img").wait_for(timeout=10_000)
     page.locator("#mouth-video video").wait_for(timeout=10_000)
     time.sleep(0.5)

@@ -60,7 +60,8 @@ def test_plan_splits_speakers_and_held_out_sentences():
 
 def test_corpus_layout_transcripts_and_signals(corpus):
     from dataloaders.text import read_transcript
-    from dataloaders.video_io import probe_video, read_audio
+    from dataloaders.video_io.probe import probe_video
+    from dataloaders.video_io.decode import read_audio
 
     root, syn = corpus
     videos = sorted((root / "videos").rglob("*.mp4"))
@@ -128,7 +129,7 @@ def test_cli_writes_a_corpus(tmp_path, capsys):
 # ----------------------------------------------------------------------------- preparation scripts
 def test_extract_audio_same_relative_paths(corpus, capsys):
     from dataloaders.extract_audio_from_video import main
-    from dataloaders.video_io import probe_video
+    from dataloaders.video_io.probe import probe_video
 
     root, _ = corpus
     out = root / "audios"
@@ -148,7 +149,7 @@ def test_extract_audio_same_relative_paths(corpus, capsys):
 
 def test_extract_mouthcrops_same_relative_paths(corpus, mean_face, capsys):
     from dataloaders.extract_mouthcrops import main
-    from dataloaders.video_io import probe_video
+    from dataloaders.video_io.probe import probe_video
 
     root, _ = corpus
     out = root / "mouth_rois"
@@ -225,7 +226,8 @@ def test_retinaface_backend_absent_says_how_to_install():
 def _bad_split(root: Path, good: Path) -> Path:
     """A split with one usable clip and one file for each kind of bad input."""
     from tests.test_data_video_io import _audio_only
-    from dataloaders.video_io import read_audio, read_video, write_video
+    from dataloaders.video_io.decode import read_audio, read_video
+    from dataloaders.video_io.encode import write_video
 
     spk = root / "videos" / "bad" / "spk99"
     spk.mkdir(parents=True)

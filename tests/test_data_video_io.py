@@ -1,4 +1,4 @@
-"""Video / audio reading and writing with PyAV (dataloaders/video_io.py), including unreadable files."""
+"""Video / audio reading and writing with PyAV (dataloaders/video_io/), including unreadable files."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from utils.errors import LipVoicerError
-from dataloaders.video_io import (mux_audio, probe_video, read_audio, read_video, read_video_at_fps, resample_indices,
-                            write_video)
+from dataloaders.video_io.mux import mux_audio
+from dataloaders.video_io.probe import probe_video
+from dataloaders.video_io.decode import read_audio, read_video, read_video_at_fps, resample_indices
+from dataloaders.video_io.encode import write_video
 
 SR = 16000
 

@@ -210,7 +210,7 @@ def test_where_both_models_find_the_face_the_one_made_for_its_size_is_kept(detec
 
 
 def test_better_detection_kept_and_duplicates_merged():
-    from dataloaders.prep.face_detection import Face, box_iou, box_overlap, merge_detections
+    from dataloaders.prep.faces import Face, box_iou, box_overlap, merge_detections
 
     def face(box, score, source):
         return Face(box=np.array(box, float), score=score, keypoints=np.zeros((4, 2)), source=source)
@@ -228,7 +228,7 @@ def test_better_detection_kept_and_duplicates_merged():
 
 
 def test_frontality_of_both_layouts():
-    from dataloaders.prep.face_detection import frontality
+    from dataloaders.prep.faces import frontality
 
     frontal = np.array([[40.0, 50], [80, 50], [60, 70], [60, 90]])
     turned = frontal.copy()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dataloaders.prep.face_detection import Face
+from dataloaders.prep.faces import Face
 from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_landmarks, track_summary,
                                             tracking_settings)
 from utils.errors import LipVoicerError
@@ -44,7 +44,7 @@ def two_faces():
 
 def test_two_faces_side_by_side_one_track(two_faces):
     """The largest face per frame switches between the two people; one track never does."""
-    from dataloaders.prep.face_detection import largest
+    from dataloaders.prep.faces import largest
 
     frames, middle, faces = two_faces
     n = len(frames)
@@ -156,12 +156,12 @@ def test_tracking_settings_from_the_config():
 
     cfg = compose_cfg()
     s = tracking_settings(cfg.prep)
-    assert s == {"rule": "longest", "index": None, "min_iou": 0.2, "max_keypoint_distance": 0.5, "max_gap": 12}
+    assert s == {"rule": "speaking", "index": None, "min_iou": 0.2, "max_keypoint_distance": 0.5, "max_gap": 12}
     assert tracking_settings(compose_cfg(["prep.track=frontal", "prep.track_index=1"]).prep)["index"] == 1
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"track": "biggest"}, r"prep.track: unknown rule 'biggest' \(use longest \| largest \| frontal\)"),
+    ({"track": "biggest"}, r"prep.track: unknown rule 'biggest' \(use speaking \| longest \| largest \| frontal \| all\)"),
     ({"track_index": -1}, r"prep.track_index: -1 is not a track number \(an integer from 0, or null\)"),
     ({"track_index": "two"}, r"prep.track_index: 'two' is not a track number"),
     ({"track_min_iou": 1.5}, r"prep.track_min_iou: 1.5 is outside 0.0..1.0"),

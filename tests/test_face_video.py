@@ -71,10 +71,13 @@ def test_a_long_gap_is_refused(faces, tmp_path):
     stats = analyse_video(path, _prep(max_gap_frames=20)).stats
     assert stats["longest_gap_frames"] == 20 and stats["longest_gap_start_frame"] == 55
     # a gap in the middle longer than tracking bridges (prep.track_max_gap) splits the face into two tracks:
-    # only the longer one is cropped, and the fraction check sees it
+    # one of them is cropped (never a mix), and the fraction check sees it: by default the one whose mouth moves
+    # more (frames 50-74 here), with prep.track=longest the longer one
     split = _clip(tmp_path, "split", blank_out(faces, 30, 50))
-    with pytest.raises(LipVoicerError, match=r"a face is found in only 30 of 75 frames \(40 %\)"):
+    with pytest.raises(LipVoicerError, match=r"a face is found in only 25 of 75 frames \(33 %\)"):
         analyse_video(split, _prep())
+    with pytest.raises(LipVoicerError, match=r"a face is found in only 30 of 75 frames \(40 %\)"):
+        analyse_video(split, _prep(track="longest"))
 
 
 def test_identity_image_is_centred_on_the_face_of_a_wide_shot(faces, tmp_path):
@@ -148,8 +151,10 @@ def test_inference_json_carries_detection_statistics_and_identity(faces, assets,
     out = generate_for_video(_cfg(assets, video, tmp_path / "o"))
     report = json.loads((out / "wide.json").read_text())
     det = report["face_detection"]
-    assert det["frames"] == 75 and det["face_fraction"] == 1.0 and det["longest_gap_frames"] == 0
-    assert 0 <= det["identity_frame"] < 75 and det["tracks"]["frames_in_chosen"] == 75
+    assert det["frames"] == 75 and det["face_fraction"] == 1.0 and det["shots"] == [[0, 75]]
+    assert len(det["tracks"]) == 1 and det["tracks"][0]["frames"] == 75 and 0 <= det["tracks"][0]["identity_frame"] < 75
+    assert [(g["start_s"], g["end_s"], g["status"], g["face_fraction"]) for g in report["segments"]] == [
+        (0.0, 3.0, "generated", 1.0)]
     assert report["files"]["face"] == "wide_face.png" and (out / "wide_face.png").is_file()
     assert report["output_video"]["error"] is None
 
@@ -161,9 +166,12 @@ def test_inference_refuses_a_rare_face_before_loading_models(faces, assets, tmp_
         raise AssertionError("models loaded for a refused video")
 
     monkeypatch.setattr(v2s.GenerationCore, "load", no_models)
-    video = _clip(tmp_path, "rare", blank_out(faces, 20, 75))
-    with pytest.raises(LipVoicerError, match=r"below generate.min_face_fraction=0.6 "):
+    video = _clip(tmp_path, "rare", blank_out(faces, 20, 75))  # a face for 0.8 s, then none: nothing to generate
+    with pytest.raises(LipVoicerError) as e:
         v2s.generate_for_video(_cfg(assets, video, tmp_path / "o"))
+    assert str(e.value) == (f"{video}: the face is on screen for 0.80 s, less than generate.min_seconds=1 (frames "
+                            f"0-19; the rest of the video has no face; nothing to generate: lower the limit, or use "
+                            f"another video)")
     with pytest.raises(LipVoicerError, match=r"generate.min_face_fraction=1.5: must be a fraction of frames between "
                                              r"0 and 1"):
         v2s.generate_for_video(_cfg(assets, video, tmp_path / "o", "generate.min_face_fraction=1.5"))
@@ -236,5 +244,5 @@ def test_bad_tracking_setting_stops_before_detection(faces, tmp_path, monkeypatc
         raise AssertionError("face detection ran with a bad prep.track setting")
 
     monkeypatch.setattr(mouthcrops, "_detector", no_detection)
-    with pytest.raises(LipVoicerError, match=r"^prep.track: unknown rule 'tallest' \(use longest \| largest \| frontal\)"):
+    with pytest.raises(LipVoicerError, match=r"^prep.track: unknown rule 'tallest' \(use speaking \| longest \| largest \| frontal \| all\)"):
         mouthcrops.analyse_video(_clip(tmp_path, "clip", faces[:30]), _prep(track="tallest"))

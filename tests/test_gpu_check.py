@@ -21,3 +21,19 @@ def test_gpu_check_tiny_mode(tmp_path):
     assert md.startswith("# GPU check, ") and "| path |" in md and "dpm_solver++ 2M (fp32)" in md
     assert "| what | unpadded | padded | ratio |" in md
     assert not (out / "corpus").exists()
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_line(tmp_path):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "check"
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: benchmarks/gpu_check.sh: needs a CUDA GPU (PyTorch sees none here); 'bash benchmarks/gpu_check.sh "
+        "--tiny' runs the same checks on CPU with tiny models"]
+    assert not out.exists()

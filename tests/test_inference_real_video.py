@@ -71,7 +71,7 @@ def test_end_to_end_writes_every_output(setup, tmp_path):
     kinds, out_fps, out_frames = _streams(out / f"{name}.mp4")
     assert sorted(kinds) == ["audio", "video"]
     assert out_frames == n_frames
-    from dataloaders.video_io import read_audio
+    from dataloaders.video_io.decode import read_audio
     muxed = read_audio(out / f"{name}.mp4", 16000)
     assert abs(len(muxed) - len(wav)) <= 16000 // 25
 
@@ -105,7 +105,7 @@ def test_seeded_runs_repeat_and_rerun_replaces(setup, tmp_path):
 
 
 def test_ntsc_rate_video_is_resampled_to_25_fps(setup, tmp_path):
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
     from pipelines.video_to_speech import generate_for_video
 
     root, assets, video = setup
@@ -168,7 +168,7 @@ def test_video_without_a_face(setup, tmp_path):
 
 
 def test_too_short_video(setup, tmp_path):
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
 
     _, assets, video = setup
     frames, _ = read_video(video)
@@ -241,7 +241,7 @@ def test_lip_reader_supplies_the_text_when_none_is_given(setup, tmp_path):
 # ----------------------------------------------------------------------------- truncated / unbounded input
 def _face_video(video: Path, path: Path, n_frames: int, fmt: str = "mp4") -> Path:
     """The test clip looped to n_frames, written as a faststart mp4 or a raw H.264 stream."""
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
     from tests.test_video_input import encode, loop_frames
 
     frames, _ = read_video(video)

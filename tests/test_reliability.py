@@ -253,7 +253,7 @@ def _av_writes_to_dev_full(monkeypatch):
 
 
 def test_mux_on_a_full_disk_blames_the_output_not_the_input(tmp_path, monkeypatch):
-    from dataloaders.video_io import mux_audio
+    from dataloaders.video_io.mux import mux_audio
 
     video = tmp_path / "in.mp4"
     write_video(video, np.random.default_rng(0).integers(0, 255, (50, 64, 64, 3), dtype=np.uint8))

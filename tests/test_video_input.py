@@ -1,4 +1,4 @@
-"""Checks on input videos (dataloaders/video_io.py, dataloaders/prep/mouthcrops.py): a truncated file is
+"""Checks on input videos (dataloaders/video_io/, dataloaders/prep/mouthcrops.py): a truncated file is
 refused instead of giving a shorter result, generate.max_seconds is enforced while decoding a stream whose
 header gives no duration, and face detection / mouth cropping show progress bars."""
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _random_frames(n: int, size: int = 64) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- video_io
 def test_truncated_faststart_mp4_is_refused(tmp_path):
-    from dataloaders.video_io import probe_video, read_video
+    from dataloaders.video_io.probe import probe_video
+    from dataloaders.video_io.decode import read_video
 
     full = encode(tmp_path / "full.mp4", _random_frames(190))
     cut = truncate(full, 0.6, tmp_path / "cut.mp4")
@@ -73,7 +74,8 @@ def test_other_containers_cut_short_and_files_that_are_not(tmp_path):
     import shutil
     import subprocess
 
-    from dataloaders.video_io import read_video, write_video
+    from dataloaders.video_io.decode import read_video
+    from dataloaders.video_io.encode import write_video
 
     frames = _random_frames(100)
     audio = (0.1 * np.sin(np.arange(4 * 16000) / 10)).astype(np.float32)
@@ -98,7 +100,7 @@ def test_other_containers_cut_short_and_files_that_are_not(tmp_path):
 
 
 def test_tolerance_for_missing_frames():
-    from dataloaders.video_io import missing_frames_tolerated
+    from dataloaders.video_io.probe import missing_frames_tolerated
 
     assert missing_frames_tolerated(50) == 2     # short clips: 2 frames
     assert missing_frames_tolerated(190) == 2
@@ -106,7 +108,8 @@ def test_tolerance_for_missing_frames():
 
 
 def test_max_seconds_stops_decoding_a_raw_stream(tmp_path):
-    from dataloaders.video_io import probe_video, read_video, read_video_at_fps
+    from dataloaders.video_io.probe import probe_video
+    from dataloaders.video_io.decode import read_video, read_video_at_fps
 
     raw = encode(tmp_path / "long.h264", _random_frames(193), fmt="h264")
     assert probe_video(raw)["duration"] is None  # nothing to check before decoding
@@ -130,7 +133,7 @@ def face_clip(tmp_path_factory):
 
 def test_extraction_reports_a_truncated_video_and_goes_on(face_clip, tmp_path, caplog, capsys):
     from dataloaders import extract_mouthcrops
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
     from tests.tiny_generation import mean_face_source
 
     frames, _ = read_video(face_clip)

@@ -1,4 +1,4 @@
-"""Putting a new sound track on a user's video (dataloaders/video_io.py: mux_plan, mux_audio): the plan is
+"""Putting a new sound track on a user's video (dataloaders/video_io/: mux_plan, mux_audio): the plan is
 known before any long work, the video stream is copied when an .mp4 takes it and players play it there,
 re-encoded to H.264 otherwise, and every output plays: the frames, their times and the rotation of
 the input, the new sound. Clips are made here with the ffmpeg command (ProRes .mov, MJPEG .avi, H.264 with B-frames in .avi,
@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataloaders.video_io import MuxPlan, mux_audio, mux_plan, probe_video, read_audio, read_video
+from dataloaders.video_io.mux import MuxPlan, mux_audio, mux_plan
+from dataloaders.video_io.probe import probe_video
+from dataloaders.video_io.decode import read_audio, read_video
 from utils.errors import LipVoicerError
 
 SR = 16000
@@ -101,7 +103,7 @@ def test_each_container_and_codec_muxes_to_a_playable_mp4(clips, tmp_path, name)
 
 
 def test_mux_without_a_plan_and_when_the_copy_fails_midway(clips, tmp_path, monkeypatch):
-    import dataloaders.video_io as vio
+    import dataloaders.video_io.mux as vio
 
     if "h264.mkv" not in clips:
         pytest.skip("no H.264 clip")

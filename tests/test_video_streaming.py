@@ -1,4 +1,4 @@
-"""The streaming decoder (dataloaders/video_io.py: iter_video_frames, open_video_stream, VideoFrames):
+"""The streaming decoder (dataloaders/video_io/: iter_video_frames, open_video_stream, VideoFrames):
 the same frames as the whole-video readers (resampled by nearest frame in time), display rotation
 applied, memory that does not grow with the length, the length limit and the truncation check,
 and a progress bar over decoding. Clips are built here with PyAV (and the ffmpeg command for the
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataloaders.video_io import (VideoFrames, iter_video_frames, open_video_stream,
-                                  orientation_from_matrix, probe_video, read_video, read_video_at_fps,
-                                  resample_indices)
+from dataloaders.video_io.decode import VideoFrames, iter_video_frames, open_video_stream, read_video, read_video_at_fps, resample_indices
+from dataloaders.video_io.orientation import orientation_from_matrix
+from dataloaders.video_io.probe import probe_video
 from utils.errors import LipVoicerError
 
 
@@ -118,7 +118,7 @@ def test_two_passes_give_the_same_frames_and_what_the_stream_learnt(clips):
 
 def test_stream_resampling_matches_resample_indices_on_irregular_times():
     """The streaming nearest-frame choice against resample_indices, on made-up timelines (no decoding)."""
-    from dataloaders.video_io import _nearest_in_time, _Pic
+    from dataloaders.video_io.decode import _nearest_in_time, _Pic
 
     rng = np.random.default_rng(1)
     for trial in range(60):
@@ -215,7 +215,7 @@ def test_stream_holds_at_most_three_pictures():
     """Counting the pictures alive in _nearest_in_time while it runs (30 -> 25 and 25 -> 30 fps)."""
     import weakref
 
-    from dataloaders.video_io import _nearest_in_time, _Pic
+    from dataloaders.video_io.decode import _nearest_in_time, _Pic
 
     for src, dst in ((30.0, 25.0), (25.0, 30.0), (60.0, 25.0)):
         alive = weakref.WeakSet()

@@ -13,7 +13,7 @@ from pathlib import Path
 import soundfile as sf
 
 from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
-from dataloaders.video_io import read_audio
+from dataloaders.video_io.decode import read_audio
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
 

@@ -17,11 +17,16 @@ landmark smoothing then blends two faces into one crop. Here the faces of every 
 
 Then one track is kept (`prep.track`):
 
-* `longest` (default): found in the most frames (ties: the larger face);
+* `speaking` (default): the face whose mouth moves most (dataloaders/prep/mouth_motion.py: the
+  detection pass gives every face a small mouth patch), among tracks at least half as long as the
+  longest one; faces without mouth patches all count as still, and the longest of them is kept;
+* `longest`: found in the most frames (ties: the larger face);
 * `largest`: the largest mean face size;
 * `frontal`: the highest mean frontality (nose tip centred between the eyes, Face.frontality);
   `largest` and `frontal` consider only tracks at least half as long as the longest one, so a
   few frames of a passer-by or a false detection are never chosen;
+* `all` (inference_real_video.py only): every speaking face gets its own speech segments
+  (pipelines/segments.py); data preparation keeps one face per clip and refuses it;
 * `prep.track_index=i` (an integer) picks the i-th track instead, tracks numbered from 0 in order
   of their first frame, then from left to right (the box centre in that frame); track_summary
   lists them, so a run can be repeated with another index.
@@ -38,11 +43,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataloaders.prep.face_detection import Face, box_iou
-from dataloaders.video_io import frame_bar
+from dataloaders.prep.faces import Face, box_iou
+from dataloaders.prep.mouth_motion import detect_with_mouths, mean_motion, track_motion
+from utils.progress import frame_bar
 from utils.errors import LipVoicerError
 
-RULES = ("longest", "largest", "frontal")
+RULES = ("speaking", "longest", "largest", "frontal", "all")
 # defaults of the prep.track_* keys (configs/prep/default.yaml)
 MIN_IOU = 0.2
 MAX_KEYPOINT_DISTANCE = 0.5
@@ -85,6 +91,11 @@ class Track:
     @property
     def mean_frontality(self) -> float:
         return float(np.mean([f.frontality for f in self.faces])) if self.faces else 0.0
+
+    @property
+    def motion(self) -> float:
+        """Mean mouth motion over the track (0 without mouth patches; mouth_motion.track_motion)."""
+        return mean_motion(track_motion(self, self.first, self.last + 1)) if self.faces else 0.0
 
     @property
     def mean_score(self) -> float:
@@ -155,6 +166,10 @@ def choose_track(tracks: list[Track], rule: str = "longest", index: int | None =
         raise LipVoicerError(f"prep.track: unknown rule '{rule}' (use {' | '.join(RULES)})")
     if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer))):
         raise LipVoicerError(f"prep.track_index: {index!r} is not a track number (an integer from 0, or null)")
+    if rule == "all":
+        raise LipVoicerError("prep.track=all: data preparation keeps one face per clip (all gives every speaking "
+                             "face its own segments in inference_real_video.py); use speaking, longest, largest or "
+                             "frontal")
     if not tracks:
         return None
     if index is not None:
@@ -173,6 +188,8 @@ def choose_track(tracks: list[Track], rule: str = "longest", index: int | None =
         pool = [tr for tr in tracks if tr.length >= MIN_LENGTH_FRACTION * longest]
         if rule == "largest":
             key = lambda tr: (tr.mean_size, tr.length)  # noqa: E731
+        elif rule == "speaking":
+            key = lambda tr: (round(tr.motion, 6), tr.length, tr.mean_size)  # noqa: E731
         else:
             key = lambda tr: (tr.mean_frontality, tr.length)  # noqa: E731
     chosen = max(pool, key=key)  # max keeps the first of equals: the earlier / left-most track
@@ -209,7 +226,9 @@ def track_summary(tracks: list[Track], chosen: Track | None, n_frames: int | Non
         "rule": chosen.chosen_by if chosen is not None else None,
         "frames_in_chosen": chosen.length if chosen is not None else 0,
         "tracks": [{"first": tr.first, "last": tr.last, "frames": tr.length, "mean_size": round(tr.mean_size, 1),
-                    "frontality": round(tr.mean_frontality, 3), "score": round(tr.mean_score, 3)}
+                    "frontality": round(tr.mean_frontality, 3), "score": round(tr.mean_score, 3),
+                    "mouth_motion": round(tr.motion, 4),
+                    "centre": [round(float(v), 1) for v in tr.faces[0].center]}
                    for tr in tracks],
     }
     if n_frames is not None:
@@ -238,7 +257,7 @@ def tracking_settings(prep_cfg) -> dict:
             raise LipVoicerError(f"prep.{key}: {number_} is outside {lo}..{hi}")
         return number_
 
-    rule = str(get("track", "longest"))
+    rule = str(get("track", "speaking"))
     if rule not in RULES:
         raise LipVoicerError(f"prep.track: unknown rule '{rule}' (use {' | '.join(RULES)})")
     index = get("track_index", None)
@@ -253,11 +272,11 @@ def tracking_settings(prep_cfg) -> dict:
 
 
 def detect_faces(detector, frames, progress=False) -> list[list[Face]]:
-    """detector.detect_frame over the frames (progress: a bar, dataloaders.video_io.frame_bar)."""
+    """detector.detect_frame over the frames, each face with its mouth patch (progress: a bar, utils.progress.frame_bar)."""
     out = []
     with frame_bar(len(frames), "face detection", progress) as bar:
         for frame in frames:
-            out.append(detector.detect_frame(frame))
+            out.append(detect_with_mouths(detector, frame))
             bar.update(1)
     return out
 

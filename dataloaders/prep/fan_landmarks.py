@@ -33,8 +33,13 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from dataloaders.prep.face_detection import FACE_ALIGNMENT_INSTALL, Face
+from dataloaders.prep.faces import Face
 from utils.errors import LipVoicerError
+
+FACE_ALIGNMENT_INSTALL = (
+    "the face_alignment detector needs the face-alignment package: pip install --no-deps face-alignment==1.5.0 numba "
+    "(--no-deps: its opencv-python requirement would clash with opencv-contrib-python; see docs/data.md)"
+)
 
 # prep.face_alignment_detector -> the package's detector module, and the keyword of its score threshold
 FACE_DETECTORS = {"sfd": "filter_threshold", "retinaface": "confidence_threshold"}

@@ -1,7 +1,7 @@
 """Mouth crops of a video: (T, 96, 96) uint8 greyscale, T = frames at 25 fps; and the batch job
 writing them for every video of a split (`python dataloaders/extract_mouthcrops.py`).
 
-A video is read twice as a stream (dataloaders/video_io.py), so memory grows with the number of
+A video is read twice as a stream (dataloaders/video_io/), so memory grows with the number of
 frames at crop size, never at full resolution:
 
 1. decode + detect: every face of every frame at 25 fps (prep.detector,
@@ -42,10 +42,12 @@ from dataloaders.prep.face_tracking import (build_tracks, choose_track, track_bo
 from dataloaders.prep.fan_landmarks import fetch_weights
 from dataloaders.prep.jobs import failure_line, prep_settings, run_video_job
 from dataloaders.prep.mouth_crop import MouthCropper, fill_missing, load_mean_face, prepare_landmarks
-from dataloaders.video_io import frame_bar, iter_video_frames, open_video_stream, read_video_at_fps
+from dataloaders.prep.mouth_motion import detect_with_mouths
+from dataloaders.video_io.decode import iter_video_frames, open_video_stream, read_video_at_fps
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
 from utils.processes import resolve_workers
+from utils.progress import frame_bar
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def video_frames(path: str | Path, cfg=None, *, max_seconds: float | None = None
     """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds,
     truncated files, and (with max_seconds) clips longer than that: decoding stops at the limit
     and the error names the setting `limit_name`. progress: a bar over the decoded frames
-    (False, True, or tqdm options: dataloaders.video_io.frame_bar)."""
+    (False, True, or tqdm options: utils.progress.frame_bar)."""
     fps = float(_get(cfg or {}, "fps", 25))
     min_seconds = float(_get(cfg or {}, "min_seconds", 1.0))
     frames = read_video_at_fps(path, fps, max_seconds=max_seconds, limit_name=limit_name, progress=progress)
@@ -121,7 +123,7 @@ class FaceLimits:
                    None if up is None else float(up), prefix)
 
 
-def _longest_gap(found: list[bool]) -> tuple[int, int]:
+def longest_gap(found: list[bool]) -> tuple[int, int]:
     """(length, first frame) of the longest run of frames without the face (edges included)."""
     best, best_at, run, at = 0, 0, 0, 0
     for i, f in enumerate(found):
@@ -142,7 +144,7 @@ def face_statistics(track, n: int, summary: dict, fps: float) -> dict:
     for t in track.frames:
         found[t] = True
     k = sum(found)
-    gap, gap_at = _longest_gap(found)
+    gap, gap_at = longest_gap(found)
     sizes = [f.size for f in track.faces]
     return {"frames": n, "frames_with_face": k, "frames_interpolated": n - k,
             "face_fraction": round(k / n, 4) if n else 0.0,
@@ -194,7 +196,7 @@ def _analyse(frames_or_path, cfg, *, source: str, limits: FaceLimits | None, ide
     faces_per_frame = []
     with frame_bar(total, "face detection", progress) as bar:
         for frame in frames():
-            faces_per_frame.append(detector.detect_frame(frame))
+            faces_per_frame.append(detect_with_mouths(detector, frame))
             bar.update(1)
     n = len(faces_per_frame)
     min_seconds = float(_get(cfg, "min_seconds", 1.0))

@@ -5,6 +5,9 @@ size, frames where it is missing, clips looped to any length.
     faces = synthetic_face_frames(tmp_dir)                      # (T, 256, 256, 3) of one synthetic clip
     wide = place(faces, (360, 640), 200, (470, 230))            # small, off-centre face in a wide shot
     gap = blank_out(loop(faces, 75), 30, 50)                    # 20 frames without a face
+    people = synthetic_speaker_frames(tmp_dir, n_clips=6)       # {speaker: frames}: faces that differ in look
+    shot = cutaway(50, (256, 256))                              # a scene without a person
+    two = side_by_side(a, still(b, len(a)))                     # two faces, one of them silent
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import numpy as np
 def synthetic_face_frames(root: Path) -> np.ndarray:
     """uint8 RGB frames (T, 256, 256, 3) of one clip of a fresh synthetic corpus under root."""
     from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
-    from dataloaders.video_io import read_video
+    from dataloaders.video_io.decode import read_video
     from utils.config import compose_config
 
     syn = synthetic_settings(compose_config(["prep.synthetic.n_clips=1", "prep.synthetic.workers=1"]))
@@ -53,3 +56,38 @@ def loop(frames: np.ndarray, n: int) -> np.ndarray:
     both = np.concatenate([frames, frames[::-1]])
     reps = int(np.ceil(n / len(both)))
     return np.concatenate([both] * reps)[:n]
+
+
+def synthetic_speaker_frames(root: Path, n_clips: int = 6) -> dict[str, np.ndarray]:
+    """{speaker: uint8 RGB frames (T, 256, 256, 3) of its first clip} of a fresh synthetic corpus under root."""
+    from dataloaders.synthetic.corpus import build_corpus, synthetic_settings
+    from dataloaders.video_io.decode import read_video
+    from utils.config import compose_config
+
+    syn = synthetic_settings(compose_config([f"prep.synthetic.n_clips={n_clips}", "prep.synthetic.workers=1"]))
+    build_corpus(root, syn, progress=False)
+    out: dict[str, np.ndarray] = {}
+    for path in sorted((Path(root) / "videos").rglob("*.mp4")):
+        out.setdefault(path.parent.name, read_video(path)[0])
+    return out
+
+
+def still(frames: np.ndarray, n: int) -> np.ndarray:
+    """n copies of the first frame: a face that does not speak."""
+    return np.repeat(frames[:1], n, axis=0)
+
+
+def cutaway(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """n frames (h, w) = size of a scene without a person: a colour ramp panning slowly, with texture."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 40, (h, 2 * w, 1)).astype(np.int16)
+    ramp = np.linspace(0, 255, 2 * w)[None, :, None] * np.array([0.3, 0.8, 0.5])[None, None, :]
+    scene = np.clip(ramp + texture, 0, 255).astype(np.uint8)
+    return np.stack([np.ascontiguousarray(np.broadcast_to(scene[:, i % w:i % w + w], (h, w, 3))) for i in range(n)])
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two clips of equal length and height next to each other (two people in one shot)."""
+    n = min(len(left), len(right))
+    return np.concatenate([left[:n], right[:n]], axis=2)

@@ -1,0 +1,153 @@
+"""A whole video, streamed, into speech segments with their mouth crops and each face's identity image.
+
+    video = analyse_segments("talk.mp4", cfg, settings, identity_size=224)
+    video.segments            # dataloaders/prep/segments.py: Segment, in time order
+    video.crops[i]            # (frames + extend, 96, 96) uint8 mouth crops of generated segment i
+    video.identities[track]   # uint8 RGB face-centred square of each track that has a generated segment
+
+Passes over the file (frames are never all held at full resolution):
+
+0. decode only (no pictures made): a truncated file, or a raw stream past max_seconds, is refused
+   before any detection; the bars get their total;
+1. decode + detect: every face of every frame with a small mouth patch (its motion), and every frame
+   to the shot detector; then tracks per shot and the segments (plan_segments);
+2. decode + crop: each generated segment's mouth crops from its own face's smoothed landmarks
+   (dataloaders/prep/mouth_crop.py), and the identity image of every face that gets speech, from
+   the frame where its detection scores highest. Only the crops of segments are kept (96 x 96
+   bytes per frame), never frames.
+
+A video shorter than min_seconds, or with no face in any frame, raises LipVoicerError naming the
+file; a video whose segments are all silent is the caller's to refuse (it knows the reasons).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dataloaders.face_image import face_square
+from dataloaders.prep.face_tracking import Track, track_summary
+from dataloaders.prep.mouth_crop import MouthCropper, prepare_landmarks
+from dataloaders.prep.mouth_motion import detect_with_mouths
+from dataloaders.prep.mouthcrops import _detector, _get, _mean_face, _too_short
+from dataloaders.prep.segments import Segment, SegmentSettings, plan_segments
+from dataloaders.prep.shots import ShotDetector
+from dataloaders.video_io.decode import open_video_stream
+from utils.errors import LipVoicerError
+from utils.progress import frame_bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentedVideo:
+    frames: int                          # at 25 fps
+    shots: list[tuple[int, int]]
+    tracks: list[Track]
+    segments: list[Segment]
+    crops: dict[int, np.ndarray]         # segment index -> mouth crops (frames + extend)
+    identities: dict[int, np.ndarray]    # track index -> identity image
+    identity_frames: dict[int, int]      # track index -> the frame it comes from
+    stats: dict                          # JSON-able detection facts
+
+    @property
+    def generated(self) -> list[int]:
+        return [i for i, g in enumerate(self.segments) if g.generated]
+
+
+def _detect_pass(frames, detector, shots: ShotDetector, total, progress) -> list:
+    faces_per_frame = []
+    with frame_bar(total, "face detection", progress) as bar:
+        for frame in frames:
+            faces_per_frame.append(detect_with_mouths(detector, frame))
+            shots.add(frame)
+            bar.update(1)
+    return faces_per_frame
+
+
+def _crop_pass(frames, cfg, video: SegmentedVideo, source: str, identity_size, total, progress, fps: float) -> None:
+    """Fill video.crops and video.identities (pass 2)."""
+    todo = video.generated
+    ranges = {i: (video.segments[i].start, video.segments[i].stop + video.segments[i].extend) for i in todo}
+    crop_size = int(_get(cfg, "crop_size", 96))
+    window = int(_get(cfg, "smoothing_window", 12))
+    landmarks, croppers = {}, {}
+    for i in todo:
+        g, (a, b) = video.segments[i], ranges[i]
+        track = video.tracks[g.track]
+        by_frame = dict(zip(track.frames, track.faces))
+        lms = prepare_landmarks([by_frame[t].keypoints if t in by_frame else None for t in range(a, b)], window,
+                                source)
+        landmarks[i] = lms
+        croppers[i] = MouthCropper(_mean_face(cfg), lms[0].shape[0], crop_size, int(_get(cfg, "warp_size", 256)),
+                                   source)
+        video.crops[i] = np.empty((b - a, crop_size, crop_size), np.uint8)
+    wanted = {}  # frame -> [(track, box)] for identity images
+    for tid in sorted({video.segments[i].track for i in todo}):
+        track = video.tracks[tid]
+        spans = [ranges[i] for i in todo if video.segments[i].track == tid]
+        inside = [j for j, t in enumerate(track.frames) if any(a <= t < b for a, b in spans)]
+        best = max(inside, key=lambda j: (track.faces[j].score, -j))  # the first of equal scores
+        video.identity_frames[tid] = track.frames[best]
+        wanted.setdefault(track.frames[best], []).append((tid, track.faces[best].box))
+    with frame_bar(total, "mouth cropping", progress) as bar:
+        for t, frame in enumerate(frames):
+            if t >= video.frames:
+                break
+            for i in todo:
+                a, b = ranges[i]
+                if a <= t < b:
+                    video.crops[i][t - a] = croppers[i](frame, landmarks[i][t - a])
+            for tid, box in wanted.get(t, ()):
+                if identity_size is not None:
+                    video.identities[tid] = face_square(frame, box, out_size=identity_size)
+            bar.update(1)
+    for i in todo:
+        if len(croppers[i].scales) != ranges[i][1] - ranges[i][0]:
+            raise LipVoicerError(f"{source}: the video decoded to fewer frames the second time than the first")
+        upscale = float(np.median(croppers[i].scales))
+        video.segments[i].extra["mouth_upscale"] = round(upscale, 3)
+        limit = _get(cfg, "max_mouth_upscale", None)
+        if limit is not None and upscale > float(limit):
+            log.warning("%s: the face of the segment %.2f-%.2f s is small: its mouth crops are magnified %.1fx (more "
+                        "than prep.max_mouth_upscale=%g) and will be blurry", source, video.segments[i].start / fps,
+                        video.segments[i].stop / fps, upscale, float(limit))
+
+
+def analyse_segments(path: str | Path, cfg, settings: SegmentSettings, *, identity_size: int | None = None,
+                     shot_threshold: float = 27.0, min_shot_frames: int = 15, max_seconds: float | None = None,
+                     limit_name: str = "generate.max_seconds", progress=False) -> SegmentedVideo:
+    """The passes of the module text over `path`. cfg: the project config or its prep part (detector, mean
+    face, crop settings); settings: the segment rules; shot_threshold, min_shot_frames: the shot detector's."""
+    fps = float(_get(cfg, "fps", 25))
+    source = str(path)
+    stream = open_video_stream(path, fps, max_seconds=max_seconds, limit_name=limit_name, progress=progress)
+    min_seconds = settings.min_frames / fps
+    if stream.header_seconds is not None and stream.header_seconds < min_seconds - 0.5 / fps:
+        raise _too_short(source, stream.header_seconds, min_seconds, fps)
+    total = stream.count()
+    quiet = open_video_stream(path, fps, max_seconds=max_seconds, limit_name=limit_name)
+    shots = ShotDetector(shot_threshold, min_shot_frames, fps)
+    faces_per_frame = _detect_pass(quiet, _detector(cfg), shots, total, progress)
+    n = len(faces_per_frame)
+    if n < settings.min_frames:
+        raise _too_short(source, n / fps, min_seconds, fps)
+    if not any(faces_per_frame):
+        raise LipVoicerError(f"{source}: no face detected in any frame")
+    spans = shots.spans()
+    segments, tracks = plan_segments(spans, faces_per_frame, settings)
+    stats = {"detector": str(_get(cfg, "detector", "mediapipe")), "frames": n,
+             "frames_with_any_face": sum(bool(f) for f in faces_per_frame),
+             "shots": [[int(a), int(b)] for a, b in spans]}
+    stats["face_fraction"] = round(stats["frames_with_any_face"] / n, 4)
+    video = SegmentedVideo(n, spans, tracks, segments, {}, {}, {}, stats)
+    if video.generated:
+        _crop_pass(quiet, cfg, video, source, identity_size, n, progress, fps)
+    summary = track_summary(tracks, None)["tracks"]
+    for tid, info in enumerate(summary):
+        info["shot"] = next(s for s, (a, b) in enumerate(spans) if a <= tracks[tid].first < b)
+        info["identity_frame"] = video.identity_frames.get(tid)
+    stats["tracks"] = summary
+    return video
