@@ -102,7 +102,7 @@ def test_settings_are_checked_before_the_video_or_a_model(tmp_path, monkeypatch)
     def boom(*a, **k):
         raise AssertionError("heavy work started before the settings were checked")
 
-    monkeypatch.setattr(v2s, "analyse_video", boom)
+    monkeypatch.setattr(v2s, "analyse_segments", boom)
     monkeypatch.setattr(v2s, "generation_files", boom)
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("no video")
