@@ -380,7 +380,7 @@ def run(cfg, args, out=None, err=None) -> int:
         manifest = resolve_model_set(cfg)   # its files, checked
         print(f"models={model_set_name(cfg)}: every file ships in {model_set_dir(cfg)} ({len(manifest['files'])} files, "
               f"checked); nothing to fetch", file=out)
-        names = []
+        return 0
     elif getattr(args, "for_inference", False):
         names, notes = inference_assets(cfg)
         print(f"this inference run needs: {', '.join(names) or 'no published asset'}", file=out)

@@ -98,7 +98,7 @@ def _generate(page, path: Path, text: str = "", expect_progress: bool = False) -
 
 
 def _durations(path: Path) -> tuple[float, float, float]:
-    """(video seconds, audio seconds, fps) of a media file, counted from its decoded frames and samples."""
+    """(video seconds, audio seconds, fps) of a media file: video frames counted, audio as its stream's duration."""
     import av
 
     with av.open(str(path)) as c:
@@ -110,7 +110,11 @@ def _durations(path: Path) -> tuple[float, float, float]:
         a = c.streams.audio[0]
         samples = sum(f.samples for f in c.decode(a))
         rate = a.rate
-    return n_frames / fps, samples / rate, fps
+        # the stream's own duration (its edit list) is what players play; decoding also returns the padding of
+        # the last AAC frame (up to 1,024 samples), which the edit list cuts off
+        played = float(a.duration * a.time_base) if a.duration else None
+    assert played is None or 0 <= samples / rate - played < 1024 / rate + 1e-6
+    return n_frames / fps, (played if played is not None else samples / rate), fps
 
 
 def test_generate_in_browser(app_url, browser, tmp_path):

@@ -222,3 +222,13 @@ def test_demo_falls_back_to_the_shipped_set_without_the_published_checkpoints(tm
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [why]
     cfg, why = choose_models([*empty, "models=published"], compose_config)   # asked for by name: kept
     assert cfg.model_set.name == "published" and why is None
+
+
+@pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")
+def test_for_inference_with_the_shipped_set_fetches_nothing(monkeypatch, capsys):
+    import download_checkpoints as dl
+
+    monkeypatch.setattr(dl, "fetch_asset", lambda *a, **k: pytest.fail("nothing may be fetched"))
+    assert dl.main(["--for-inference", "models=synthetic"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("models=synthetic: every file ships in") and "checked); nothing to fetch" in out
