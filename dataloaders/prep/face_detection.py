@@ -33,7 +33,7 @@ import numpy as np
 from dataloaders.prep.faces import Face, largest, merge_detections
 from dataloaders.prep.fan_landmarks import FACE_ALIGNMENT_INSTALL, FaceAlignmentDetector
 from utils.errors import LipVoicerError
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 from utils.native_output import native_stderr_silenced
 
 IBUG_INSTALL = (
@@ -112,7 +112,7 @@ class MediaPipeDetector:
 
     def detect_video(self, frames, progress=False) -> list[np.ndarray | None]:
         """(4, 2) keypoints of the largest face per frame (None without a face).
-        progress: a bar over the frames (utils.progress.frame_bar), one per model tried."""
+        progress: a bar over the frames (dataloaders.progress.frame_bar), one per model tried."""
         out = []
         for selection in (self.FULL_RANGE, self.SHORT_RANGE):
             out = []

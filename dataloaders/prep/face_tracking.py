@@ -45,7 +45,7 @@ import numpy as np
 
 from dataloaders.prep.faces import Face, box_iou
 from dataloaders.prep.mouth_motion import detect_with_mouths, mean_motion, track_motion
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 from utils.errors import LipVoicerError
 
 RULES = ("speaking", "longest", "largest", "frontal", "all")
@@ -272,7 +272,7 @@ def tracking_settings(prep_cfg) -> dict:
 
 
 def detect_faces(detector, frames, progress=False) -> list[list[Face]]:
-    """detector.detect_frame over the frames, each face with its mouth patch (progress: a bar, utils.progress.frame_bar)."""
+    """detector.detect_frame over the frames, each face with its mouth patch (progress: a bar, dataloaders.progress.frame_bar)."""
     out = []
     with frame_bar(len(frames), "face detection", progress) as bar:
         for frame in frames:

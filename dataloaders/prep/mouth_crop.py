@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 from utils.errors import LipVoicerError
 
 STABLE_68 = (28, 33, 36, 39, 42, 45, 48, 54)
@@ -227,7 +227,7 @@ def crop_mouths(frames: np.ndarray | Sequence[np.ndarray], landmarks: Sequence[n
 
     frames: T RGB (H, W, 3) or greyscale (H, W) uint8 images; landmarks: T arrays of
     (68, 2) or (4, 2) pixel coordinates (x, y), or None for frames without a face.
-    progress: a bar over the frames (utils.progress.frame_bar).
+    progress: a bar over the frames (dataloaders.progress.frame_bar).
     """
     if len(frames) != len(landmarks):
         raise LipVoicerError(f"{source}: {len(frames)} frames but {len(landmarks)} landmark entries")

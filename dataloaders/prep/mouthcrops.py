@@ -47,7 +47,7 @@ from dataloaders.video_io.decode import iter_video_frames, open_video_stream, re
 from utils.errors import LipVoicerError
 from utils.files import atomic_write
 from utils.processes import resolve_workers
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def video_frames(path: str | Path, cfg=None, *, max_seconds: float | None = None
     """uint8 RGB frames (T, H, W, 3) at prep.fps (25), refusing clips shorter than prep.min_seconds,
     truncated files, and (with max_seconds) clips longer than that: decoding stops at the limit
     and the error names the setting `limit_name`. progress: a bar over the decoded frames
-    (False, True, or tqdm options: utils.progress.frame_bar)."""
+    (False, True, or tqdm options: dataloaders.progress.frame_bar)."""
     fps = float(_get(cfg or {}, "fps", 25))
     min_seconds = float(_get(cfg or {}, "min_seconds", 1.0))
     frames = read_video_at_fps(path, fps, max_seconds=max_seconds, limit_name=limit_name, progress=progress)

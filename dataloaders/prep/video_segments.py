@@ -36,7 +36,7 @@ from dataloaders.prep.segments import Segment, SegmentSettings, plan_segments
 from dataloaders.prep.shots import ShotDetector
 from dataloaders.video_io.decode import open_video_stream
 from utils.errors import LipVoicerError
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 
 log = logging.getLogger(__name__)
 

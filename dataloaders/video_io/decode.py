@@ -20,7 +20,7 @@ from dataloaders.video_io.orientation import UPRIGHT, Orientation, _first_frame,
 from dataloaders.video_io.probe import (_av, _header_length, _open_input, _reason, _stream_fps, _video_stream,
                                        missing_frames_tolerated)
 from utils.errors import LipVoicerError
-from utils.progress import frame_bar
+from dataloaders.progress import frame_bar
 
 
 def _decoded_seconds(times: list, n: int, fps: float, start: float) -> float:
