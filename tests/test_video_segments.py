@@ -4,6 +4,7 @@ subtitles get one soundtrack, segment by segment. Clips are built from the synth
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,9 +196,18 @@ def test_a_long_clip_is_generated_whole_in_segments_cut_at_pauses(people, assets
     # this synthetic clip that is not always the loop's pause: a cut 15 frames from a seam was seen, so no check here)
 
 
-@pytest.mark.slow
+def _word_cues(path: Path, seconds: float) -> Path:
+    """A subtitle file with a word every half second (the tests' tiny assets have no lip reader)."""
+    def ts(t: float) -> str:
+        return f"00:{int(t) // 60:02d}:{int(t) % 60:02d},{int(round((t % 1) * 1000)):03d}"
+
+    path.write_text("".join(f"{i + 1}\n{ts(i / 2)} --> {ts(i / 2 + 0.4)}\nword{i}\n\n" for i in range(int(seconds * 2))))
+    return path
+
+
 def test_a_clip_over_90_seconds_at_the_default_settings(people, assets, tmp_path):
-    report, _ = _long_run(people, assets, tmp_path, 92.0)
+    srt = _word_cues(tmp_path / "words.srt", 92.0)
+    report, _ = _long_run(people, assets, tmp_path, 92.0, f"generate.text={srt}")
     segs = report["segments"]
     assert all(g["status"] == "generated" for g in segs) and segs[-1]["end_s"] == 92.0
     assert all(g["end_s"] - g["start_s"] <= 10.0 for g in segs) and len(segs) >= 10
