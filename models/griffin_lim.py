@@ -55,9 +55,11 @@ class GriffinLimVocoder(nn.Module):
     def one(self, log_mel: torch.Tensor) -> torch.Tensor:
         """(n_mels, F) -> (F * hop,) waveform (not peak-normalised)."""
         frames = log_mel.shape[-1]
-        with torch.random.fork_rng(devices=[]):
+        device = self.basis.device   # the module's: a GPU when it was moved there
+        # manual_seed seeds every device: the caller's random state is restored on each that is used
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(0)
-            wav = self.gl(self.magnitude(log_mel).cpu()).to(log_mel.device)
+            wav = self.gl(self.magnitude(log_mel.to(device))).to(log_mel.device)
         out = torch.zeros(frames * self.hop, device=log_mel.device)
         n = min(len(wav), len(out))
         out[:n] = wav[:n]

@@ -89,8 +89,9 @@ def apply_texts(plan: TextPlan, segments: list[Segment], fps: float, source: str
         return
     if len(plan.texts) != len(speech):
         what = "one text" if len(plan.texts) == 1 else f"{len(plan.texts)} texts"
+        given = "generate.text" if plan.source == GIVEN else plan.source   # or the transcript beside the video
         raise LipVoicerError(
-            f"{source}: generate.text gives {what} for {len(speech)} speech segments ({_spans(speech, fps)}); give "
+            f"{source}: {given} gives {what} for {len(speech)} speech segments ({_spans(speech, fps)}); give "
             f"one text per segment as a list (generate.text=\"['...','...']\"), a .srt / .vtt subtitle file, or no "
             f"text (the lips are read)")
     for g, t in zip(speech, plan.texts):

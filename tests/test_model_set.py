@@ -232,3 +232,31 @@ def test_for_inference_with_the_shipped_set_fetches_nothing(monkeypatch, capsys)
     assert dl.main(["--for-inference", "models=synthetic"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("models=synthetic: every file ships in") and "checked); nothing to fetch" in out
+
+
+def test_a_transcript_beside_a_video_of_several_segments_is_named_in_the_refusal():
+    from dataloaders.prep.segments import GENERATED, Segment
+    from pipelines.segment_texts import GIVEN, TextPlan, apply_texts
+
+    segments = [Segment(0, 50, 0, 0, GENERATED), Segment(75, 125, 1, 1, GENERATED)]
+    with pytest.raises(LipVoicerError) as e:
+        apply_texts(TextPlan(GIVEN, ["bat tip fan"], source="transcript clip.txt"), segments, 25.0, "clip.mp4")
+    assert str(e.value).startswith("clip.mp4: transcript clip.txt gives one text for 2 speech segments (0.00-2.00 s, "
+                                   "3.00-5.00 s)")
+    apply_texts(TextPlan(GIVEN, ["bat tip fan"], source="transcript clip.txt"), segments[:1], 25.0, "clip.mp4")
+    assert (segments[0].text, segments[0].text_source) == ("bat tip fan", "transcript clip.txt")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
+def test_griffin_lim_on_a_gpu_matches_the_cpu_and_keeps_the_callers_rng():
+    from dataloaders.audio import log_mel
+    from models.griffin_lim import GriffinLimVocoder
+
+    t = np.arange(8000) / 16000.0
+    mel = log_mel(torch.from_numpy((0.4 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)))
+    cpu = GriffinLimVocoder(n_iter=8).one(mel)
+    state = torch.cuda.get_rng_state()
+    gpu = GriffinLimVocoder(n_iter=8).cuda().one(mel.cuda())
+    assert gpu.device.type == "cuda" and torch.equal(state, torch.cuda.get_rng_state())
+    assert float((gpu.cpu() - cpu).abs().max()) < 0.05 * float(cpu.abs().max())
