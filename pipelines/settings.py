@@ -14,10 +14,11 @@ diffusion.T an integer >= 1; sampler one of ancestral | ddim | dpm_solver; steps
 integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_seconds and
 max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused);
 min_face_fraction in [0, 1]; max_gap_frames null or an integer >= 0; segment_seconds and
-shot_threshold > 0; crossfade_seconds and same_speaker_distance >= 0; min_shot_frames an integer >= 1;
+shot_threshold > 0; crossfade_seconds, same_speaker_distance and min_lip_activity >= 0;
+min_human_fraction in [0, 1]; min_shot_frames an integer >= 1;
 text a text, a list of texts or a subtitle file name; batch_size an integer >= 1; n_samples
 null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
-present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs) true or false.
+present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs, face_checks) true or false.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from utils.errors import LipVoicerError
 log = logging.getLogger(__name__)
 
 STEP_SAMPLERS = ("ddim", "dpm_solver")   # samplers with a step count (ancestral visits every step)
-SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16", "cuda_graphs")
+SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16", "cuda_graphs", "face_checks")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -148,10 +149,14 @@ def generation_problems(cfg) -> list[str]:
         if x is None or x <= 0:
             bad(f"generate.{key}", get(key), f"must be {what}")
     for key, what in (("crossfade_seconds", "a number of seconds >= 0 (0: segments join without fades)"),
-                      ("same_speaker_distance", "a number >= 0 (0: every face track is its own speaker)")):
+                      ("same_speaker_distance", "a number >= 0 (0: every face track is its own speaker)"),
+                      ("min_lip_activity", "a number >= 0 (0: every stretch of a kept face speaks)")):
         x = _number(get(key, 0.0))
         if x is None or x < 0:
             bad(f"generate.{key}", get(key), f"must be {what}")
+    human = _number(get("min_human_fraction", 0.0))
+    if human is None or not 0 <= human <= 1:
+        bad("generate.min_human_fraction", get("min_human_fraction"), "must be a number in 0..1 (0: no human-face check)")
     seg = _number(get("segment_seconds", 10.0))
     if seg is not None and seg > 0 and lo is not None and lo > 0 and seg < 2 * lo:
         bad("generate.segment_seconds", get("segment_seconds"),

@@ -39,6 +39,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from dataloaders.batching import length_batches
+from dataloaders.prep.dlib_faces import DLIB_INSTALL, dlib_available
 from dataloaders.prep.face_tracking import tracking_settings
 from dataloaders.prep.segments import SegmentSettings
 from dataloaders.prep.video_segments import SegmentedVideo, analyse_segments
@@ -125,7 +126,14 @@ def segment_settings(cfg) -> SegmentSettings:
         max_gap_frames=None if gen["max_gap_frames"] is None else int(gen["max_gap_frames"]),
         rule=track["rule"], index=track["index"], min_iou=track["min_iou"],
         max_keypoint_distance=track["max_keypoint_distance"], max_gap=track["max_gap"],
-        overlap_frames=crossfade_frames(gen, fps), fps=fps)
+        overlap_frames=crossfade_frames(gen, fps), fps=fps,
+        min_human_fraction=float(gen["min_human_fraction"]) if face_checks(gen) else 0.0,
+        min_lip_activity=float(gen["min_lip_activity"]) if face_checks(gen) else 0.0)
+
+
+def face_checks(gen) -> bool:
+    """generate.face_checks: dlib's human-face, lip-activity and identity checks (dataloaders/prep/dlib_faces.py)."""
+    return bool(gen.get("face_checks", True))
 
 
 def crossfade_frames(gen, fps: float) -> int:
@@ -167,10 +175,10 @@ def read_texts(cfg, video: SegmentedVideo, device: torch.device, source: str) ->
 
 def speakers_of(video: SegmentedVideo, threshold: float) -> dict[int, int]:
     """{track: speaker} for the tracks with speech (pipelines/speaker.py), set on every segment of them."""
-    faces = {}  # the tracks that still have speech (subtitles may have silenced some): their first shot, image
+    faces = {}  # the tracks that still have speech (subtitles may have silenced some): their first shot, descriptor
     for i in video.generated:
         g = video.segments[i]
-        faces.setdefault(g.track, (g.shot, video.identities[g.track]))
+        faces.setdefault(g.track, (g.shot, (video.descriptors or {}).get(g.track)))
     speakers = assign_speakers(faces, threshold)
     for g in video.segments:
         g.speaker = speakers.get(g.track) if g.track is not None else None
@@ -339,6 +347,8 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
     fps = float(cfg["video"]["fps"])
     prep = dict(cfg["prep"])
     settings = segment_settings(cfg)  # a bad prep.track* value stops here
+    if face_checks(gen) and not dlib_available():
+        raise LipVoicerError(f"{DLIB_INSTALL}, or set generate.face_checks=false")
     texts = text_plan(cfg)            # a bad subtitle file stops here
     generation_files(cfg, lip_reading=needs_lip_reading(texts))
     model_set = resolve_model_set(cfg)   # checked by generation_files; its one-line notice now
@@ -351,7 +361,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
         video = analyse_segments(video_path, prep, settings, identity_size=int(cfg["video"]["face_size"]),
                                  shot_threshold=float(gen["shot_threshold"]), min_shot_frames=int(gen["min_shot_frames"]),
                                  max_seconds=float(gen["max_seconds"]), limit_name="generate.max_seconds",
-                                 progress=progress)
+                                 progress=progress, face_checks=face_checks(gen))
     if not video.generated:
         raise no_speech_error(video, source, fps)
     apply_texts(texts, video.segments, fps, source)

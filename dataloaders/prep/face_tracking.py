@@ -98,6 +98,13 @@ class Track:
         return mean_motion(track_motion(self, self.first, self.last + 1)) if self.faces else 0.0
 
     @property
+    def human_fraction(self) -> float | None:
+        """The share of the checked detections that dlib's HOG detector confirms as a human face (None: none
+        was checked; dataloaders/prep/dlib_faces.py)."""
+        checked = [f.human for f in self.faces if f.human is not None]
+        return float(np.mean(checked)) if checked else None
+
+    @property
     def mean_score(self) -> float:
         return float(np.mean([f.score for f in self.faces])) if self.faces else 0.0
 
@@ -228,6 +235,7 @@ def track_summary(tracks: list[Track], chosen: Track | None, n_frames: int | Non
         "tracks": [{"first": tr.first, "last": tr.last, "frames": tr.length, "mean_size": round(tr.mean_size, 1),
                     "frontality": round(tr.mean_frontality, 3), "score": round(tr.mean_score, 3),
                     "mouth_motion": round(tr.motion, 4),
+                    "human_fraction": None if tr.human_fraction is None else round(tr.human_fraction, 3),
                     "centre": [round(float(v), 1) for v in tr.faces[0].center]}
                    for tr in tracks],
     }

@@ -19,6 +19,8 @@ class Face:
     keypoints: np.ndarray  # (K, 2) x, y in pixels: K = 4 (MediaPipe) or 68 (FAN)
     source: str = ""       # which model found it (e.g. "full_range" / "short_range" for MediaPipe)
     mouth: np.ndarray | None = None  # small greyscale patch around the mouth (dataloaders/prep/mouth_motion.py)
+    lips: float | None = None        # inner-lip opening over the eye distance (dataloaders/prep/dlib_faces.py)
+    human: bool | None = None        # dlib's HOG detector confirms a human face here (None: not checked)
 
     @property
     def area(self) -> float:

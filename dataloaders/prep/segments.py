@@ -3,8 +3,10 @@
 LipVoicer's models work on clips of a few seconds; a real video is cut into those clips here:
 
 1. shots (dataloaders/prep/shots.py): a cut to another camera or scene ends every face track;
-2. face tracks within each shot (dataloaders/prep/face_tracking.py), and which of them speak
-   (`prep.track`): `speaking` (default) keeps the face whose mouth moves most
+2. face tracks within each shot (dataloaders/prep/face_tracking.py); only human faces may speak: a
+   track whose detections dlib's HOG detector confirms in fewer than `min_human_fraction` of the
+   checked frames (a cartoon, an animal, a face-like pattern) is silent, "not a human face"
+   (dataloaders/prep/dlib_faces.py); which of the human ones speak (`prep.track`): `speaking` (default) keeps the face whose mouth moves most
    (dataloaders/prep/mouth_motion.py) among those at least half as long as the longest; `all`
    keeps every face whose mouth moves at least SPEAKING_RATIO times as much as the most active
    one's (each gets its own segments); `longest`, `largest`, `frontal`, `prep.track_index` as in
@@ -14,10 +16,13 @@ LipVoicer's models work on clips of a few seconds; a real video is cut into thos
    the checks of a single clip (at least min_frames long, the face found in min_face_fraction of
    its frames, never lost for more than max_gap_frames in a row), else it is a silent segment with
    the reason;
-4. a stretch longer than max_frames is cut at the quietest place (lowest mouth motion, a pause)
+4. within the stretch, only where the lips move as in speech (dataloaders/prep/lip_activity.py: lip
+   activity at least `min_lip_activity`); a still, listening or smiling stretch is silent, "the
+   mouth does not move as in speech";
+5. a speaking run longer than max_frames is cut at the quietest place (lowest mouth motion, a pause)
    between half of max_frames and max_frames from the last cut, leaving no piece shorter than
    min_frames, so no segment is cut mid-word where a pause exists;
-5. every frame no kept face covers is part of a silent segment (no face there).
+6. every frame no kept face covers is part of a silent segment (no face there).
 
     settings = SegmentSettings(min_frames=25, max_frames=375, min_face_fraction=0.6, max_gap_frames=15)
     segments, tracks = plan_segments(shots, faces_per_frame, settings)
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataloaders.prep.face_tracking import MIN_LENGTH_FRACTION, Track, build_tracks, choose_track
+from dataloaders.prep.lip_activity import lip_activity, speech_runs, track_lips
 from dataloaders.prep.mouth_motion import mean_motion, quietest_frame, track_motion
 from dataloaders.prep.mouthcrops import longest_gap
 
@@ -54,6 +60,9 @@ class SegmentSettings:
     max_gap: int = 12                    # prep.track_max_gap: frames a track may miss and continue
     overlap_frames: int = 1              # frames a piece is generated past its end (crossfade with the next)
     fps: float = 25.0
+    min_human_fraction: float = 0.0      # generate.min_human_fraction: 0 = no human-face check
+    min_lip_activity: float = 0.0        # generate.min_lip_activity: 0 = every stretch of a kept face speaks
+    speech_bridge: int = 12              # silences of at most this many frames inside speech stay speech
 
 
 @dataclass
@@ -97,10 +106,28 @@ def shot_tracks(shots: list[tuple[int, int]], faces_per_frame: list, s: SegmentS
     return out
 
 
+def is_human(track: Track, s: SegmentSettings) -> bool:
+    """The track passes the human-face check (or was not checked)."""
+    fraction = track.human_fraction
+    return s.min_human_fraction <= 0 or fraction is None or fraction >= s.min_human_fraction
+
+
+def not_human_reason(track: Track, s: SegmentSettings) -> str:
+    checked = [f.human for f in track.faces if f.human is not None]
+    return (f"not a human face: dlib's face detector confirms it in {sum(checked)} of {len(checked)} checked frames "
+            f"({100.0 * (track.human_fraction or 0.0):.0f} %, below generate.min_human_fraction="
+            f"{s.min_human_fraction:g})")
+
+
 def speaking_tracks(tracks: list[Track], s: SegmentSettings) -> tuple[list[Track], str]:
-    """The tracks of one shot that get speech (prep.track), and why none does when the list is empty."""
+    """The tracks of one shot that get speech (prep.track), and why none does when the list is empty.
+    Only human faces (is_human) are candidates."""
     if not tracks:
         return [], "no face in this shot"
+    if s.index is None:
+        tracks = [tr for tr in tracks if is_human(tr, s)]
+        if not tracks:
+            return [], "not a human face"
     if s.index is not None:
         if s.index >= len(tracks):
             return [], (f"prep.track_index={s.index}, but this shot has {len(tracks)} face "
@@ -177,6 +204,12 @@ def plan_segments(shots: list[tuple[int, int]], faces_per_frame: list, s: Segmen
         all_tracks += tracks
         kept, why_none = speaking_tracks(tracks, s)
         covered = np.zeros(shot[1] - shot[0], bool)
+        if not kept and tracks and why_none == "not a human face":
+            kept_silent = max(tracks, key=lambda tr: tr.length)   # the face-like thing the detector followed
+            start, stop = stretch(kept_silent, shot, s)
+            covered[start - shot[0]:stop - shot[0]] = True
+            segments.append(Segment(start, stop, shot_i, base + tracks.index(kept_silent), SILENT,
+                                    not_human_reason(kept_silent, s), _face_fraction(kept_silent, start, stop)))
         for tr in kept:
             tid = base + next(k for k, other in enumerate(tracks) if other is tr)
             start, stop = stretch(tr, shot, s)
@@ -186,15 +219,38 @@ def plan_segments(shots: list[tuple[int, int]], faces_per_frame: list, s: Segmen
             if reason:
                 segments.append(Segment(start, stop, shot_i, tid, SILENT, reason, fraction, mean_motion(motion)))
                 continue
-            edges = [0] + cut_points(motion, s.max_frames, s.min_frames) + [stop - start]
-            for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-                more = j + 2 < len(edges)
-                segments.append(Segment(start + a, start + b, shot_i, tid, GENERATED, "",
-                                        _face_fraction(tr, start + a, start + b), mean_motion(motion[a:b]),
-                                        extend=s.overlap_frames if more else 0))
+            segments += _speech_segments(tr, tid, shot_i, start, stop, motion, s)
         segments += _silent_runs(covered, shot[0], shot_i, why_none or "no face in these frames")
     segments.sort(key=lambda g: (g.start, g.track if g.track is not None else -1))
     return segments, all_tracks
+
+
+def _speech_segments(tr: Track, tid: int, shot_i: int, start: int, stop: int, motion: np.ndarray,
+                     s: SegmentSettings) -> list[Segment]:
+    """The segments of a kept face's checked stretch: silent where the lips do not move as in speech
+    (s.min_lip_activity), speech elsewhere, cut at pauses into pieces of at most s.max_frames."""
+    out = []
+    if s.min_lip_activity > 0:
+        activity = lip_activity(track_lips(tr, start, stop))
+        runs = speech_runs(activity, s.min_lip_activity, s.min_frames, s.speech_bridge)
+    else:
+        activity, runs = None, [(0, stop - start, True)]
+    for r0, r1, speaks in runs:
+        if not speaks:
+            known = activity[r0:r1][np.isfinite(activity[r0:r1])]
+            level = f"{float(np.median(known)):.3f}" if len(known) else "unknown"
+            out.append(Segment(start + r0, start + r1, shot_i, tid, SILENT,
+                               f"the mouth does not move as in speech (lip activity {level}, below "
+                               f"generate.min_lip_activity={s.min_lip_activity:g})",
+                               _face_fraction(tr, start + r0, start + r1), mean_motion(motion[r0:r1])))
+            continue
+        edges = [r0] + [r0 + c for c in cut_points(motion[r0:r1], s.max_frames, s.min_frames)] + [r1]
+        for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            more = j + 2 < len(edges)
+            out.append(Segment(start + a, start + b, shot_i, tid, GENERATED, "",
+                               _face_fraction(tr, start + a, start + b), mean_motion(motion[a:b]),
+                               extend=s.overlap_frames if more else 0))
+    return out
 
 
 def _silent_runs(covered: np.ndarray, offset: int, shot: int, reason: str) -> list[Segment]:
