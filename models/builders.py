@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.asr.model import ASRGuidanceModel, build_asr, load_asr_checkpoint
+from models.diffusion.guidance import AsrShaping
 from models.diffusion.samplers import Sampler
 from models.diffusion.schedule import DiffusionSchedule
 from models.griffin_lim import GriffinLimVocoder
@@ -41,12 +42,22 @@ def build_schedule(cfg, device=None) -> DiffusionSchedule:
 
 def build_sampler(cfg, schedule: DiffusionSchedule) -> Sampler:
     """The sampler `generate` asks for: sampler (ancestral | ddim | dpm_solver), steps (ddim / dpm_solver),
-    eta (ddim), bf16, cuda_graphs, clip_x0, w_video, w_asr, asr_start. Accepts the whole config or its `generate` section."""
+    eta (ddim), bf16, cuda_graphs, clip_x0, w_video, w_asr, asr_start, the ASR term's shaping. Accepts the whole config or its `generate` section."""
     gen = cfg["generate"] if _get(cfg, "generate") is not None else cfg
     return Sampler(schedule, name=str(_get(gen, "sampler", "ancestral")), w_video=float(_get(gen, "w_video", 2.0)),
                    w_asr=float(_get(gen, "w_asr", 1.5)), asr_start=int(_get(gen, "asr_start", 270)),
                    steps=_get(gen, "steps"), eta=float(_get(gen, "eta", 0.0)), bf16=bool(_get(gen, "bf16", False)),
-                   cuda_graphs=bool(_get(gen, "cuda_graphs", True)), clip_x0=_get(gen, "clip_x0"))
+                   cuda_graphs=bool(_get(gen, "cuda_graphs", True)), clip_x0=_get(gen, "clip_x0"),
+                   asr_shaping=asr_shaping(gen))
+
+
+def asr_shaping(gen) -> AsrShaping:
+    """generate.asr_clean, asr_smooth, asr_weight_power (models/diffusion/guidance.py; validated by
+    pipelines/settings.py)."""
+    smooth = _get(gen, "asr_smooth")
+    return AsrShaping(clean=bool(_get(gen, "asr_clean", False)),
+                      smooth=None if smooth is None else (int(smooth[0]), int(smooth[1])),
+                      power=float(_get(gen, "asr_weight_power", 0.0) or 0.0))
 
 
 def melgen_checkpoint_path(cfg) -> Path:

@@ -15,10 +15,10 @@ integer 1..diffusion.T for ddim / dpm_solver; eta >= 0; seed an integer; min_sec
 max_seconds > 0 (min_seconds > max_seconds is a warning: every video is then refused);
 min_face_fraction in [0, 1]; max_gap_frames null or an integer >= 0; segment_seconds and
 shot_threshold > 0; crossfade_seconds, same_speaker_distance and min_lip_activity >= 0;
-min_human_fraction in [0, 1]; min_shot_frames an integer >= 1;
+min_human_fraction in [0, 1]; asr_smooth null or two odd integers; asr_weight_power >= 0; min_shot_frames an integer >= 1;
 text a text, a list of texts or a subtitle file name; batch_size an integer >= 1; n_samples
 null or an integer >= 1; device auto | cpu | cuda | cuda:N (cuda only where a GPU is
-present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs, face_checks) true or false.
+present); the on/off switches (progress, save_mouth_video, save_video, bf16, cuda_graphs, face_checks, asr_clean) true or false.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from utils.errors import LipVoicerError
 log = logging.getLogger(__name__)
 
 STEP_SAMPLERS = ("ddim", "dpm_solver")   # samplers with a step count (ancestral visits every step)
-SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16", "cuda_graphs", "face_checks")
+SWITCHES = ("progress", "save_mouth_video", "save_video", "bf16", "cuda_graphs", "face_checks", "asr_clean")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -154,6 +154,14 @@ def generation_problems(cfg) -> list[str]:
         x = _number(get(key, 0.0))
         if x is None or x < 0:
             bad(f"generate.{key}", get(key), f"must be {what}")
+    smooth = get("asr_smooth")
+    sizes = list(smooth) if smooth is not None and not isinstance(smooth, (str, int, float, bool)) else None
+    if smooth is not None and (sizes is None or len(sizes) != 2 or
+                               any(_integer(k) is None or _integer(k) < 1 or _integer(k) % 2 == 0 for k in sizes)):
+        bad("generate.asr_smooth", smooth, "must be null or [mel bins, frames], two odd integers >= 1")
+    power = _number(get("asr_weight_power", 0.0))
+    if power is None or power < 0:
+        bad("generate.asr_weight_power", get("asr_weight_power"), "must be a number >= 0 (0: a constant weight)")
     human = _number(get("min_human_fraction", 0.0))
     if human is None or not 0 <= human <= 1:
         bad("generate.min_human_fraction", get("min_human_fraction"), "must be a number in 0..1 (0: no human-face check)")

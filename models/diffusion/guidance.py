@@ -7,7 +7,17 @@ For one batch of clips (mouth video, face image, lengths) it combines
       g = d CTC(ASR(x, t), text) / dx
       eps += c w_asr (||eps / c|| / ||g||) g,   c = sqrt(1 - abar_t)             (classifier guidance)
 
-with the norms taken per clip over its own frames. The visual condition (and each
+with the norms taken per clip over its own frames (LipVoicer's rule). `AsrShaping` offers other ways
+to turn the gradient into that term (all off by default; the synthetic model set uses what measured
+best with an independent listener):
+
+  clean=True:    g = d CTC(ASR(x0_hat, 0), text) / d x0_hat, x0_hat = (x - c eps) / sqrt(abar_t): the
+                 ASR reads the one-step clean estimate, as a clean-speech recogniser would;
+  smooth=(b, f): g box-averaged over b mel bins and f frames (a gradient's fine-grained pattern is
+                 what a network of the ASR's kind answers to, not what a listener hears);
+  power=p:       the weight w_asr (t / asr_start)^p, fading to 0 at the last step.
+
+The visual condition (and each
 residual block's projection of it) is computed once, when the Guidance is made; the
 conditional and unconditional predictions are one batched call. Clips of different
 lengths share a batch through padding + lengths: eps, the ASR gradient and the norms
@@ -26,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -105,17 +116,38 @@ def _per_clip_norm(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v.flatten(1), dim=1).view(-1, 1, 1)
 
 
+@dataclass(frozen=True)
+class AsrShaping:
+    """How the ASR gradient becomes eps's ASR term (the module text); the defaults are LipVoicer's rule."""
+    clean: bool = False                        # generate.asr_clean
+    smooth: tuple[int, int] | None = None      # generate.asr_smooth: (mel bins, frames), odd sizes
+    power: float = 0.0                         # generate.asr_weight_power
+
+    def smoothed(self, g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.smooth is None or tuple(self.smooth) == (1, 1):
+            return g
+        kb, kf = (int(k) for k in self.smooth)
+        out = torch.nn.functional.avg_pool2d(g.unsqueeze(1), (kb, kf), stride=1, padding=(kb // 2, kf // 2),
+                                             count_include_pad=False).squeeze(1)
+        return out * mask
+
+    def weight(self, t: int | torch.Tensor, asr_start: int):
+        return 1.0 if self.power == 0 else (t / max(asr_start, 1)) ** self.power
+
+
 class Guidance:
     """eps(x, t) for one batch; `shape`, `mask` and `lengths` describe the state the samplers evolve."""
 
     def __init__(self, melgen, alpha_bars: torch.Tensor, mouthroi: torch.Tensor, face_image: torch.Tensor, *,
                  lengths: torch.Tensor | None = None, w_video: float = 2.0, w_asr: float = 0.0,
-                 asr_start: int = 270, grad_fn: GradFn | None = None, bf16: bool = False):
+                 asr_start: int = 270, grad_fn: GradFn | None = None, bf16: bool = False,
+                 shaping: AsrShaping = AsrShaping()):
         self.melgen = bf16_weights(melgen) if bf16 else melgen
         melgen = self.melgen
         self.w_video, self.w_asr, self.asr_start = float(w_video), float(w_asr), int(asr_start)
         self.grad_fn = grad_fn
         self.bf16 = bool(bf16)
+        self.shaping = shaping
         b, _, frames = mouthroi.shape[:3]
         self.device = mouthroi.device
         length = frames * melgen.upsample_factor
@@ -124,6 +156,7 @@ class Guidance:
                         else lengths.to(self.device))
         self.mask = frame_mask(self.lengths, length)
         self._sqrt_1m_abar = torch.sqrt(1 - alpha_bars.to(self.device))
+        self._sqrt_abar = torch.sqrt(alpha_bars.to(self.device))
         with torch.no_grad(), bf16_autocast(self.device, self.bf16):
             cond = melgen.condition(mouthroi, face_image)
             if self.w_video != 0:
@@ -147,7 +180,7 @@ class Guidance:
         if consts is None:
             return None
         asr = self.grad_fn.signature() if self.grad_fn is not None else None
-        return ((id(self.melgen), self.w_video, self.w_asr, self.asr_start, self.bf16, self.shape, asr)
+        return ((id(self.melgen), self.w_video, self.w_asr, self.asr_start, self.bf16, self.shaping, self.shape, asr)
                 + tuple((tuple(c.shape), c.dtype, str(c.device)) for c in consts))
 
     def load_(self, other: "Guidance") -> "Guidance":
@@ -196,8 +229,11 @@ class Guidance:
         eps = self.video_guided(x, t) * self.mask
         if guided:
             c = self._sqrt_1m_abar[t]
-            g = self.asr_gradient(x, t)
-            eps = eps + c * self.w_asr * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30) * g
+            sh = self.shaping
+            g = self.asr_gradient((x - c * eps) / self._sqrt_abar[t], 0) if sh.clean else self.asr_gradient(x, t)
+            g = sh.smoothed(g, self.mask)
+            w = self.w_asr * sh.weight(t, self.asr_start)
+            eps = eps + c * w * _per_clip_norm(eps / c) / _per_clip_norm(g).clamp_min(1e-30) * g
         return eps
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from models.diffusion.graphs import RunnerCache, StepRunner
-from models.diffusion.guidance import GradFn, Guidance
+from models.diffusion.guidance import AsrShaping, GradFn, Guidance
 from models.diffusion.schedule import DiffusionSchedule
 from utils.errors import LipVoicerError
 
@@ -307,6 +307,7 @@ class Sampler:
     bf16: bool = False
     cuda_graphs: bool = True
     clip_x0: tuple[float, float] | None = None
+    asr_shaping: AsrShaping = AsrShaping()
     runners: RunnerCache = field(default_factory=RunnerCache, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -323,7 +324,7 @@ class Sampler:
                  lengths: torch.Tensor | None = None) -> Guidance:
         return Guidance(melgen, self.schedule.alpha_bars, mouthroi, face_image, lengths=lengths,
                         w_video=self.w_video, w_asr=self.w_asr, asr_start=self.asr_start, grad_fn=grad_fn,
-                        bf16=self.bf16)
+                        bf16=self.bf16, shaping=self.asr_shaping)
 
     def sample(self, melgen, mouthroi: torch.Tensor, face_image: torch.Tensor, *, grad_fn: GradFn | None = None,
                lengths: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
