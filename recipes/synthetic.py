@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import exit_on_user_error  # noqa: E402
-from recipes.synthetic_recipe import (ASR_SIZES, MEAN_FACE_NAME, MELGEN_SIZES, STAGES, RecipeSettings,  # noqa: E402
-                                      run_recipe)
+from recipes.synthetic_recipe import STAGES, run_recipe  # noqa: E402
+from recipes.synthetic_settings import ASR_SIZES, MEAN_FACE_NAME, MELGEN_SIZES, RecipeSettings  # noqa: E402
 
 
 @exit_on_user_error
