@@ -2,14 +2,14 @@
 
 It proves on the project's own data that the pieces learn and that ASR guidance from
 (possibly wrong) text makes the generated speech more intelligible. Its stages, in order, and
-the module that holds each (imports run one way, down this list):
+the module that holds each (each module imports only those above it; docs/synthetic.md):
 
   synthetic_settings.py    RecipeSettings, the model sizes, running a script, stage times
   synthetic_training.py    corpus, prep, tokenizer, judge, asr, melgen, vocoder
   synthetic_conditions.py  texts, generate          (the conditions: no guidance, true / corrupted text, sweeps)
   synthetic_scoring.py     evaluate, sweep          (the judge, the guidance ASR, chance; results.md)
-  synthetic_publish.py     report                   (results_full.json; --publish: docs/, the model set
-                                                     through synthetic_model_set.py)
+  synthetic_model_set.py                            (the trained models as a shipped model set)
+  synthetic_publish.py     report                   (results_full.json; --publish: docs/ and the model set)
   synthetic_recipe.py      this list and the order it runs in
 
 Every stage runs the project's own scripts as subprocesses with Hydra overrides and
