@@ -5,7 +5,7 @@
 #   bash run_inference.sh clip.mp4                                  # -> generated/clip/
 #   bash run_inference.sh "my clip (1).mp4" dataset=lrs2 generate.device=cuda
 #   bash run_inference.sh clip.mp4 generate.text="'what was said'"  # no lip reader: its files are not fetched
-# Extra key=value arguments are overrides of configs/config.yaml (see README); a value with spaces,
+# Extra key=value arguments are overrides of configs/config.yaml (docs/configuration.md); a value with spaces,
 # commas, brackets or parentheses needs Hydra's inner quotes: key="'value with spaces'".
 # LIPVOICER_NO_INSTALL=1 skips install.sh (everything is installed already).
 set -euo pipefail

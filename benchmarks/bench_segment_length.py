@@ -1,7 +1,7 @@
 """What a segment's length costs: one guided denoising step (MelGen with both guidances and the ASR gradient, the
 step every sampler repeats) at the published model size, per second of audio, for several segment lengths.
 The ASR's attention grows with the square of the length, MelGen's convolutions linearly; this is what
-generate.segment_seconds was chosen with (README, "Segments").
+generate.segment_seconds was chosen with (docs/performance.md, "Segment length").
 
     python benchmarks/bench_segment_length.py --device cpu --seconds 2.5 5 10 20 40
     python benchmarks/bench_segment_length.py --device cuda --batch 8

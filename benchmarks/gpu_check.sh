@@ -15,7 +15,7 @@
 #    (a small random corpus written here first).
 # Writes <name>.json per benchmark, summary.json and summary.md (one dated table) into OUT_DIR
 # (default benchmarks/results/gpu_check_<date>). Python packages the GPU machine lacks travel as
-# wheels: see README, "Performance".
+# wheels: docs/performance.md, "A GPU machine without network".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TINY=0

@@ -3,7 +3,7 @@
     python recipes/synthetic.py --work_dir exp_synthetic --size small --n_clips 3200   # on a GPU
     python recipes/synthetic.py --work_dir exp_cpu --size cpu --n_clips 1200 --workers 2 --loader_workers 0 \
         --threads 1 --parallel --train_minutes 78 --melgen_iters 3000 --asr_iters 3000 --judge_iters 1500 \
-        --n_test 48 --vocab_size 64                                   # a 2-core CPU (README, "Try it without LRS3")
+        --n_test 48 --vocab_size 64                                   # a 2-core CPU (docs/synthetic.md)
     python recipes/synthetic.py --work_dir /tmp/tiny --size tiny --n_clips 12 \
         --melgen_iters 4 --asr_iters 4 --judge_iters 4 --vocoder_iters 4 --device cpu   # smoke test
     python recipes/synthetic.py ... --stages generate evaluate     # only some stages
@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import exit_on_user_error  # noqa: E402
-from recipes.synthetic_recipe import (ASR_SIZES, MEAN_FACE_NAME, MELGEN_SIZES, STAGES, RecipeSettings,  # noqa: E402
-                                      run_recipe)
+from recipes.synthetic_recipe import STAGES, run_recipe  # noqa: E402
+from recipes.synthetic_settings import ASR_SIZES, MEAN_FACE_NAME, MELGEN_SIZES, RecipeSettings  # noqa: E402
 
 
 @exit_on_user_error

@@ -1,9 +1,9 @@
-"""The conditions the synthetic recipe generates and scores, beyond its three ways.
+"""The conditions the synthetic recipe generates, their guiding texts, and the generation stages.
 
 A condition is one generation of (part of) the test split with one setting: no ASR guidance,
 guidance from the true or a corrupted text, a guidance weight or start step of the sweep, or a
 fast sampler. Each is generated into `<work_dir>/generated/<name>/`, vocoded like the others and
-scored by the judge into `<work_dir>/results/<name>/`.
+scored by the judge into `<work_dir>/results/<name>/` (recipes/synthetic_scoring.py).
 
     main       no_guidance, true_text, corrupted_text (and, on the homophene grammar,
                corrupted_homophene / corrupted_other: every replacement a homophene of the true
@@ -13,22 +13,34 @@ scored by the judge into `<work_dir>/results/<name>/`.
     samplers   DDIM and DPM-Solver++ at 10 and 25 steps, without and with true-text guidance,
                on --sweep_clips clips (the ancestral sampler's rows are the main conditions on
                the same clips)
+
+The stages:
+
+  texts       guidance texts: true transcripts, and a corrupted copy (a fraction of words replaced; on
+              the homophene grammar also copies whose replacements are all homophenes / all other words)
+  generate    inference_full_test_split.py per condition: the main conditions and, with --sweep_clips,
+              the weight sweep and the fast samplers; then the ground truth (the test clips' own mels,
+              vocoded the same way)
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
+import os
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipes import synthetic_settings as settings
+from recipes.synthetic_settings import (MELGEN_SIZES, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings, asr_overrides, common,
+                                        guidance_asr_sizes, newest)
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
 
+WAYS = ("no_guidance", "true_text", "corrupted_text")
+GROUND_TRUTH = "ground_truth"   # the test clips' own mels, vocoded and scored like a generation
 SWEEP_WEIGHTS = (0.0, 0.5, 1.5, 3.0)
 SAMPLER_STEPS = (("ddim", 10), ("ddim", 25), ("dpm_solver", 10), ("dpm_solver", 25))
 SUBSTITUTIONS = "substitutions.json"   # beside the corrupted texts: which words were replaced, and how
@@ -87,7 +99,33 @@ def sampler_conditions(T: int | None = None) -> list[Condition]:
     return list(out.values())
 
 
+def conditions(s: RecipeSettings, which: str = "main"):
+    """The recipe's conditions: "main" (the ways, on --n_test clips),
+    "extra" (the weight sweep and the fast samplers, on --sweep_clips clips; none without it)."""
+    if which == "main":
+        return main_conditions(s.grammar == "homophene")
+    if not s.sweep_clips:
+        return []
+    from utils.config import compose_config
+
+    T = int(compose_config(list(SIZE_EXTRA.get(s.size, [])) + list(s.extra))["diffusion"]["T"])
+    return [*weight_sweep(), *sampler_conditions(T)]
+
+
 # ----------------------------------------------------------------------------- texts
+def corrupt_text(text: str, fraction: float, vocabulary: list[str], rng: random.Random) -> str:
+    """Replace round(fraction * words) words (at least one when fraction > 0) by other vocabulary words."""
+    words = text.split()
+    if not words or fraction <= 0:
+        return text
+    n = max(1, round(fraction * len(words)))
+    for i in rng.sample(range(len(words)), min(n, len(words))):
+        choices = [w for w in vocabulary if w != words[i]]
+        if choices:
+            words[i] = rng.choice(choices)
+    return " ".join(words)
+
+
 def corrupt_words(words: list[str], fraction: float, rng: random.Random, kind: str, group_of, vocabulary: list[str]):
     """Replace round(fraction * len) words (at least one): kind "homophene" by another member of the word's
     group, "other" by a word of another group, "mixed" by either with probability one half. Returns (new
@@ -127,146 +165,115 @@ def write_homophene_texts(texts_dir, test_texts: dict[str, str], fraction: float
     return out
 
 
-# ----------------------------------------------------------------------------- scores
-def read_rows(csv_path: Path) -> list[dict]:
-    """metrics_per_clip.csv -> rows with numbers as floats (what pipelines.evaluation.summarise takes)."""
-    from pipelines.evaluation import CSV_COLUMNS
+def stage_texts(s: RecipeSettings) -> None:
+    """texts/true_text/<id>.txt (the transcripts) and texts/corrupted_text/<id>.txt (words replaced)."""
+    from dataloaders.text import transcript_from_lrs_text
 
-    text_cols = {"video_id", "reference", "hypothesis"}
-    rows = []
-    with csv_path.open() as f:
-        for r in csv.DictReader(f):
-            row = {}
-            for k in CSV_COLUMNS:
-                v = r.get(k, "")
-                row[k] = v if k in text_cols else (float(v) if v not in ("", None) else math.nan)
-            rows.append(row)
-    return rows
-
-
-def subset_summary(csv_path: Path, ids: list[str]) -> dict | None:
-    """The judge's summary over only these clips (so conditions on fewer clips compare with the main ones)."""
-    from pipelines.evaluation import summarise
-
-    if not csv_path.is_file():
-        return None
-    keep = set(ids)
-    rows = [r for r in read_rows(csv_path) if r["video_id"] in keep]
-    return summarise(rows) if rows else None
-
-
-def flat_scores(summary: dict | None) -> dict:
-    """One condition's numbers as the report gives them: WER / CER in percent, means, DNSMOS."""
-    if not summary:
-        return {}
-    pct = (lambda v: None if v is None else round(100.0 * v, 2))
-    means = summary.get("means") or {}
-    dn = (summary.get("dnsmos") or {}).get("means") or {}
-    out = {"wer": pct(summary.get("corpus_wer")), "cer": pct(summary.get("corpus_cer")),
-           "stoi": means.get("stoi"), "estoi": means.get("estoi"), "log_mel_l1": means.get("log_mel_l1"),
-           "dnsmos_ovrl": dn.get("dnsmos_ovrl"), "dnsmos_sig": dn.get("dnsmos_sig"), "dnsmos_bak": dn.get("dnsmos_bak"),
-           "n_clips": summary.get("n_clips")}
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+    test = s.data / "videos" / "test"
+    files = sorted(test.rglob("*.txt"))
+    if not files:
+        raise LipVoicerError(f"{test}: no test transcripts")
+    vocab = sorted({w for p in s.data.glob("videos/*/*/*.txt") for w in transcript_from_lrs_text(p.read_text()).split()})
+    if s.grammar == "homophene":   # the true texts, and three corrupted ways with their substitutions
+        texts = {str(p.relative_to(test).with_suffix("")): transcript_from_lrs_text(p.read_text()) for p in files}
+        for vid, text in texts.items():
+            out = s.texts_dir("true_text") / f"{vid}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + "\n")
+        for way, frac in write_homophene_texts(s.texts_dir, texts, s.corrupt_fraction, s.seed + 7).items():
+            log.info("%s: %.1f %% of words replaced", way, 100.0 * frac)
+        return
+    rng = random.Random(s.seed + 7)
+    changed = total = 0
+    for p in files:
+        vid = p.relative_to(test).with_suffix("")
+        text = transcript_from_lrs_text(p.read_text())
+        bad = corrupt_text(text, s.corrupt_fraction, vocab, rng)
+        total += len(text.split())
+        changed += sum(a != b for a, b in zip(text.split(), bad.split()))
+        for way, t in (("true_text", text), ("corrupted_text", bad)):
+            out = s.texts_dir(way) / f"{vid}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(t + "\n")
+    log.info("corrupted texts: %d of %d words replaced (%.1f %%)", changed, total, 100.0 * changed / max(total, 1))
 
 
-def substitution_following(csv_path: Path, subs_path: Path) -> dict:
-    """For each replaced word of a corrupted way: does the judge hear the guiding (wrong) word, the true word,
-    or something else? Word positions are compared where the judge's reading has as many words as the
-    sentence (the grammar's six); other clips count as unaligned."""
-    if not csv_path.is_file() or not subs_path.is_file():
-        return {}
-    subs = json.loads(subs_path.read_text())
-    rows = {r["video_id"]: r for r in read_rows(csv_path)}
-    counts: dict[str, dict[str, int]] = {}
-    for vid, items in subs.items():
-        row = rows.get(vid)
-        if row is None:   # not generated (fewer clips than texts)
-            continue
-        hyp, ref = row["hypothesis"].split(), row["reference"].split()
-        for pos, kind, true_word, guide_word in items:
-            c = counts.setdefault(kind, {"replaced": 0, "follows_guidance": 0, "follows_truth": 0, "other": 0,
-                                         "unaligned": 0})
-            c["replaced"] += 1
-            if len(hyp) != len(ref):
-                c["unaligned"] += 1
-            elif hyp[pos] == guide_word:
-                c["follows_guidance"] += 1
-            elif hyp[pos] == true_word:
-                c["follows_truth"] += 1
-            else:
-                c["other"] += 1
-    for c in counts.values():
-        n = max(c["replaced"], 1)
-        c["follows_guidance_pct"] = round(100.0 * c["follows_guidance"] / n, 1)
-        c["follows_truth_pct"] = round(100.0 * c["follows_truth"] / n, 1)
-    return counts
+# ----------------------------------------------------------------------------- generation
+def generation_overrides(s: RecipeSettings) -> list[str]:
+    melgen = newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir()))
+    asr = newest(s.asr_dir("guidance"))
+    griffin = s.vocoder_kind() == "griffinlim"
+    voc = None if griffin else newest(s.vocoder_dir(), r"^g_(\d+)$")
+    missing = [n for n, v in (("melgen", melgen), ("asr", asr), ("vocoder", griffin or voc)) if not v]
+    if missing:
+        raise LipVoicerError(f"{s.work_dir}: no trained {', '.join(missing)} yet (run those stages first)")
+    vocoder = ["vocoder=griffinlim"] if griffin else [*VOCODER_SIZES[s.size], f"vocoder.checkpoint={voc[1]}"]
+    return [*common(s), *MELGEN_SIZES[s.size], *asr_overrides(s, guidance_asr_sizes(s)), *vocoder,
+            f"generate.ckpt_path={melgen[1]}", f"generate.asr_ckpt={asr[1].resolve()}",
+            f"asr.tokenizer={s.tokenizer.resolve()}",
+            f"generate.batch_size={s.batch_size}",
+            f"generate.device={s.device}", "generate.progress=false",
+            *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]
 
 
-def homophene_words(csv_path: Path, group_of) -> dict:
-    """Where the judge's words go, on the homophene grammar: of the reference words (aligned by edit distance),
-    the percent read exactly, read as a word of the right homophene group (exact included: the lips were
-    rendered right), read as a word of another group, or deleted; and the words inserted. Right group but not
-    exact is the ambiguity ASR guidance is there to resolve; a wrong group is the lip stream's error."""
-    import jiwer
+def condition_dir(s: RecipeSettings, cond, cfg_gen) -> Path:
+    """The folder of a condition's generated clips."""
+    from pipelines.outputs import run_dir
 
-    if not csv_path.is_file():
-        return {}
-
-    def group(word):
-        try:
-            return group_of(word)
-        except LipVoicerError:
-            return None
-
-    n = exact = right_group = other = deleted = inserted = 0
-    for row in read_rows(csv_path):
-        ref, hyp = row["reference"].split(), row["hypothesis"].split()
-        if not ref:
-            continue
-        if not hyp:
-            n, deleted = n + len(ref), deleted + len(ref)
-            continue
-        for chunk in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
-            k = chunk.ref_end_idx - chunk.ref_start_idx
-            if chunk.type == "equal":
-                n, exact, right_group = n + k, exact + k, right_group + k
-            elif chunk.type == "delete":
-                n, deleted = n + k, deleted + k
-            elif chunk.type == "insert":
-                inserted += chunk.hyp_end_idx - chunk.hyp_start_idx
-            else:   # substitute: as many reference as hypothesis words
-                for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-                    n += 1
-                    g = group(hyp[j])
-                    if g is not None and g == group(ref[i]):
-                        right_group += 1
-                    elif g is not None:
-                        other += 1
-    pct = (lambda v: round(100.0 * v / max(n, 1), 1))
-    return {"words": n, "exact_pct": pct(exact), "right_group_pct": pct(right_group),
-            "exact_within_right_group_pct": round(100.0 * exact / max(right_group, 1), 1),
-            "other_group_word_pct": pct(other), "deleted_pct": pct(deleted), "inserted_words": inserted}
+    name = cond if isinstance(cond, str) else cond.name
+    if name == GROUND_TRUTH:
+        return s.work_dir / "generated" / GROUND_TRUTH
+    w_asr = 0 if getattr(cond, "texts", name) in (None, "no_guidance") else \
+        (cond.w_asr if getattr(cond, "w_asr", None) is not None else cfg_gen["w_asr"])
+    start = getattr(cond, "asr_start", None)
+    return run_dir(s.work_dir / "generated" / name, "synthetic", cfg_gen["w_video"], w_asr,
+                   cfg_gen["asr_start"] if start is None else start)
 
 
-def guidance_asr_wer(cfg, asr_ckpt: str, tokenizer_path: str, t_values=(10, 25, 40), max_clips: int = 0) -> dict:
-    """The guidance ASR's greedy WER (percent) on the ground-truth test mels: clean, and noised to x_t at
-    each t of t_values (the inputs it sees while guiding), with a fixed seed."""
+def run_dir_of(s: RecipeSettings, way: str, cfg_gen: dict) -> Path:
+    return condition_dir(s, next((c for c in conditions(s) if c.name == way), way), cfg_gen)
+
+
+def generated_ids(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix()[:-len(".wav.spec")] for p in folder.rglob("*.wav.spec")
+                  if not p.name.startswith("."))
+
+
+def write_wav(path: Path, wav, sr: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp.wav")
+    sf.write(str(tmp), wav, sr, subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+
+
+def write_ground_truth(s: RecipeSettings, cfg, ids: list[str]) -> Path:
+    """generated/ground_truth/<id>.wav(.spec): each test clip's own mel, vocoded like the generations (the
+    judge's and the vocoder's ceiling)."""
+    import shutil
+
     import torch
-    from torch.utils.data import DataLoader
 
-    from dataloaders.asr_dataset import ASRDataset, collate_asr
-    from dataloaders.tokenizer import BPETokenizer
-    from models.builders import load_asr
-    from models.diffusion.schedule import DiffusionSchedule
-    from trainers.asr import evaluate
+    folder = s.work_dir / "generated" / GROUND_TRUTH
+    voc = None
+    for vid in ids:
+        spec, wav = folder / f"{vid}.wav.spec", folder / f"{vid}.wav"
+        if wav.is_file() and spec.is_file() and wav.stat().st_mtime > spec.stat().st_mtime:
+            continue
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s.data / "audios" / "test" / f"{vid}.wav.spec", spec)
+        mel = torch.load(spec, map_location="cpu").float()
+        if s.vocoder_kind() == "griffinlim":
+            from models.griffin_lim import griffin_lim
 
-    tok = BPETokenizer(tokenizer_path)
-    ds = ASRDataset(cfg, "test", tok, max_clips=max_clips, substitute=False)
-    loader = DataLoader(ds, batch_size=8, shuffle=False, collate_fn=collate_asr)
-    model = load_asr(asr_ckpt, cfg, "cpu")
-    schedule = DiffusionSchedule.from_config(cfg["diffusion"], "cpu")
-    res = evaluate(model, schedule, loader, tok, [0, *t_values], "cpu", seed=123)
-    return {("clean" if t == 0 else f"t={t}"): round(100.0 * r["wer"], 2) for t, r in res.items()}
+            audio = griffin_lim(mel, cfg["audio"], int(cfg["vocoder"]["n_iter"]))
+        else:
+            from models.hifigan.generator import load_hifigan, vocode
+
+            voc = voc or load_hifigan(str(cfg["vocoder"]["checkpoint"]), cfg["vocoder"])
+            audio = vocode(voc, mel, peak_scale=float(cfg["vocoder"]["peak_scale"])).numpy()
+        write_wav(wav, audio, int(cfg["audio"]["sampling_rate"]))
+    return folder
 
 
 class GenerationClock:
@@ -285,15 +292,45 @@ class GenerationClock:
         self.path.write_text(json.dumps(data, indent=1))
 
 
-def timed(fn):
-    t0 = time.time()
-    fn()
-    return time.time() - t0
+def generate_conditions(s: RecipeSettings, base: list[str], cfg, conds) -> None:
+    """Generate (and with Griffin-Lim, vocode) each condition not yet complete; --parallel: two at a time.
+    Each generation's wall time per clip goes to generation_seconds.json."""
+    clock = GenerationClock(s.work_dir / "generation_seconds.json")
+    lanes = 2 if s.parallel else 1
+
+    def one(cond) -> None:
+        folder = condition_dir(s, cond, cfg["generate"])
+        n = s.sweep_clips if cond.sweep else s.n_test
+        have = len(generated_ids(folder)) if folder.is_dir() else 0
+        texts = [f"generate.lipread_text_dir={s.texts_dir(cond.texts)}"] if cond.texts else []
+        t0 = time.time()
+        settings.run_script(s, ["inference_full_test_split.py", *base,
+                                f"generate.save_dir={s.work_dir / 'generated' / cond.name}", *texts, *cond.overrides(),
+                                *([f"generate.n_samples={n}"] if n else [])], f"generate {cond.name}")
+        made = len(generated_ids(folder)) - have
+        if made > 0 and have == 0:
+            clock.record(cond.name, time.time() - t0, made,
+                         f"{lanes} generation(s) at a time on {os.cpu_count()} cores, {s.threads or 'default'} thread(s) each")
+
+    if lanes > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(lanes) as pool:
+            for f in [pool.submit(one, c) for c in conds]:
+                f.result()
+    else:
+        for c in conds:
+            one(c)
 
 
-def best_weight(results: dict[str, dict], default: float) -> float:
-    """The sweep's weight (> 0) with the lowest judge WER on the sweep clips (ties: the default)."""
-    scored = [(r["wer"], w != default, w) for w, r in results.items() if w > 0 and r and r.get("wer") is not None]
-    if not scored:
-        raise LipVoicerError("the weight sweep has no scored condition yet (run the evaluate stage)")
-    return min(scored)[2]
+def stage_generate(s: RecipeSettings) -> None:
+    from utils.config import compose_config
+
+    base = generation_overrides(s)
+    cfg = compose_config(base)
+    main = conditions(s)
+    generate_conditions(s, base, cfg, [*main, *conditions(s, "extra")])
+    write_ground_truth(s, cfg, generated_ids(condition_dir(s, main[0], cfg["generate"])))
+
+
+STAGE_FUNCS = {"texts": stage_texts, "generate": stage_generate}

@@ -22,7 +22,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from recipes import synthetic_recipe as r
+from recipes.synthetic_conditions import condition_dir, conditions, generated_ids, generation_overrides
+from recipes.synthetic_settings import (MELGEN_SIZES, REPO_ROOT, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings,
+                                        guidance_asr_sizes, newest)
+from recipes.synthetic_training import mouth_crop_overrides
 from utils.errors import LipVoicerError
 from utils.checkpoint import INT8_SCALE, atomic_torch_save, quantize_int8
 from utils.files import atomic_text
@@ -57,18 +60,18 @@ def half_state_dict(checkpoint: Path, key: str = "model_state_dict", int8_prefix
     return out
 
 
-def set_overrides(s: r.RecipeSettings) -> list[str]:
+def set_overrides(s: RecipeSettings) -> list[str]:
     """The run's settings that inference must repeat, as key=value (sizes, schedule, guidance, cropping)."""
-    keep = [o for o in [*r.SIZE_EXTRA.get(s.size, []), *s.extra]
+    keep = [o for o in [*SIZE_EXTRA.get(s.size, []), *s.extra]
             if o.split("=", 1)[0].split(".", 1)[0] in INFERENCE_SECTIONS and not o.startswith("prep.synthetic.")]
-    crops = [o for o in r.mouth_crop_overrides(s) if o.startswith("prep.warp_size=")]
-    vocoder = r.VOCODER_SIZES.get(s.size, []) if s.vocoder_kind() == "hifigan" else []
-    return [*keep, f"asr.vocab_size={s.vocab_size}", *r.guidance_asr_sizes(s), *crops, *vocoder]
+    crops = [o for o in mouth_crop_overrides(s) if o.startswith("prep.warp_size=")]
+    vocoder = VOCODER_SIZES.get(s.size, []) if s.vocoder_kind() == "hifigan" else []
+    return [*keep, f"asr.vocab_size={s.vocab_size}", *guidance_asr_sizes(s), *crops, *vocoder]
 
 
-def config_text(s: r.RecipeSettings, folder_rel: str, vocoder_file: str | None) -> str:
+def config_text(s: RecipeSettings, folder_rel: str, vocoder_file: str | None) -> str:
     """configs/models/synthetic.yaml: the set's files and the sizes of its models."""
-    groups = [o.split("=", 1) for o in r.MELGEN_SIZES[s.size] if "=" in o]
+    groups = [o.split("=", 1) for o in MELGEN_SIZES[s.size] if "=" in o]
     body = OmegaConf.from_dotlist(set_overrides(s))
     files = {"model_set": {"name": NAME, "dir": folder_rel, "lip_reader": False},
              "generate": {"ckpt_path": "${model_set.dir}/melgen.pt", "asr_ckpt": "${model_set.dir}/asr.pt"},
@@ -87,14 +90,14 @@ def config_text(s: r.RecipeSettings, folder_rel: str, vocoder_file: str | None) 
     return head + "defaults:\n" + "\n".join(defaults) + "\n\n" + OmegaConf.to_yaml(body)
 
 
-def vocabulary_size(s: r.RecipeSettings) -> int:
+def vocabulary_size(s: RecipeSettings) -> int:
     from dataloaders.text import transcript_from_lrs_text
 
     return len({w for p in s.data.glob("videos/*/*/*.txt") if "audio_only" not in p.parts
                 for w in transcript_from_lrs_text(p.read_text()).split()})
 
 
-def write_example(s: r.RecipeSettings, folder: Path, clip_id: str) -> dict:
+def write_example(s: RecipeSettings, folder: Path, clip_id: str) -> dict:
     """The run's test clip `clip_id` as <folder>/synthetic_clip.mp4 (its video stream only) and .txt."""
     from dataloaders.text import transcript_from_lrs_text
 
@@ -110,11 +113,11 @@ def write_example(s: r.RecipeSettings, folder: Path, clip_id: str) -> dict:
     return {"clip": f"test/{clip_id}", "text": text}
 
 
-def export_model_set(s: r.RecipeSettings, folder: Path, config_path: Path, report: dict | None = None,
+def export_model_set(s: RecipeSettings, folder: Path, config_path: Path, report: dict | None = None,
                      example: Path | None = None) -> Path:
     """Write the model set (see the module doc); returns its manifest's path."""
-    melgen = r.newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir()))
-    asr = r.newest(s.asr_dir("guidance"))
+    melgen = newest(next(iter(s.melgen_dir().glob("*/checkpoint")), s.melgen_dir()))
+    asr = newest(s.asr_dir("guidance"))
     if melgen is None or asr is None:
         raise LipVoicerError(f"{s.work_dir}: no trained MelGen or guidance ASR to export (run the training stages)")
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -124,11 +127,11 @@ def export_model_set(s: r.RecipeSettings, folder: Path, config_path: Path, repor
                        "iteration": melgen[0]}, tmp / "melgen.pt")
     atomic_torch_save({"model_state_dict": half_state_dict(asr[1]), "model_step": asr[0]}, tmp / "asr.pt")
     shutil.copyfile(s.tokenizer, tmp / "tokenizer.model")
-    mean_face = [o.split("=", 1)[1] for o in r.mouth_crop_overrides(s) if o.startswith("prep.mean_face_path=")][0]
+    mean_face = [o.split("=", 1)[1] for o in mouth_crop_overrides(s) if o.startswith("prep.mean_face_path=")][0]
     shutil.copyfile(mean_face, tmp / "mean_face.npy")
     vocoder_file = None
     if s.vocoder_kind() == "hifigan":
-        voc = r.newest(s.vocoder_dir(), r"^g_(\d+)$")
+        voc = newest(s.vocoder_dir(), r"^g_(\d+)$")
         if voc is not None:
             vocoder_file = "hifigan.pt"
             atomic_torch_save({"generator": half_state_dict(voc[1], "generator")}, tmp / vocoder_file)
@@ -140,7 +143,7 @@ def export_model_set(s: r.RecipeSettings, folder: Path, config_path: Path, repor
                        "weights as int8 with a float16 scale per output channel",
             "settings": set_overrides(s), "results": "docs/results/synthetic_%s_%s.json" % (s.grammar, s.size)}
     if example is not None:
-        ids = r.generated_ids(r.condition_dir(s, r.conditions(s)[0], _generate_cfg(s)))
+        ids = generated_ids(condition_dir(s, conditions(s)[0], _generate_cfg(s)))
         if not ids:
             raise LipVoicerError(f"{s.work_dir}: no generated test clip to take the example from")
         info["example"] = write_example(s, example, ids[0])
@@ -148,14 +151,14 @@ def export_model_set(s: r.RecipeSettings, folder: Path, config_path: Path, repor
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp.replace(folder)
-    atomic_text(config_path, config_text(s, folder.relative_to(r.REPO_ROOT).as_posix()
-                                         if folder.is_relative_to(r.REPO_ROOT) else str(folder), vocoder_file))
+    atomic_text(config_path, config_text(s, folder.relative_to(REPO_ROOT).as_posix()
+                                         if folder.is_relative_to(REPO_ROOT) else str(folder), vocoder_file))
     total = sum(p.stat().st_size for p in folder.iterdir())
     log.info("model set: %s (%.1f MB), config %s", folder, total / 1e6, config_path)
     return folder / "manifest.json"
 
 
-def _generate_cfg(s: r.RecipeSettings):
+def _generate_cfg(s: RecipeSettings):
     from utils.config import compose_config
 
-    return compose_config(r.generation_overrides(s))["generate"]
+    return compose_config(generation_overrides(s))["generate"]

@@ -1,4 +1,8 @@
-"""The synthetic recipe's full report, and what --publish puts into the repository.
+"""The synthetic recipe's report stage: the full report, and what --publish puts into the repository.
+
+  report      results_full.json (every condition, the sweep, the samplers, chance levels, the guidance
+              ASR's WER on noisy mels, stage times); with --publish the same under docs/results/, with
+              samples, figures and the model set
 
     report = write_full_report(s)    # <work_dir>/results_full.json
     publish(s, report)               # docs/results/synthetic_<grammar>_<size>.json,
@@ -8,7 +12,8 @@
                                      # example clip (recipes/synthetic_model_set.py)
 
 Everything here is read from what the recipe's stages wrote (results/<condition>/, generated/,
-texts/, stage_times.json, generation_seconds.json); nothing is typed in by hand.
+texts/, stage_times.json, generation_seconds.json); nothing is typed in by hand. A new scoring
+stage's numbers enter the report in write_full_report.
 """
 from __future__ import annotations
 
@@ -21,16 +26,21 @@ import shutil
 import time
 from pathlib import Path
 
-from recipes import synthetic_conditions as sc
-from recipes import synthetic_recipe as r
+from recipes.synthetic_conditions import (GROUND_TRUTH, SUBSTITUTIONS, GenerationClock, condition_dir, conditions,
+                                          generated_ids, generation_overrides, run_dir_of, sampler_conditions,
+                                          start_sweep)
 from recipes.synthetic_model_set import NAME, export_model_set
+from recipes.synthetic_scoring import (best_weight, chance_wer, flat_scores, guidance_asr_wer, homophene_words,
+                                       subset_summary, substitution_following, sweep_ids, weight_results)
+from recipes.synthetic_settings import RecipeSettings, corpus_overrides, newest, stage_times
+from recipes.synthetic_training import iterations_reached, wall_seconds
 from utils.files import atomic_text
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CLIPS = 8
-SAMPLE_CONDITIONS = (r.GROUND_TRUTH, "no_guidance", "true_text", "corrupted_text")
+SAMPLE_CONDITIONS = (GROUND_TRUTH, "no_guidance", "true_text", "corrupted_text")
 
 
 def machine() -> str:
@@ -51,7 +61,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu})" + (f", {gpu}" if gpu else ", no GPU") + f", {platform.system()}"
 
 
-def recipe_command(s: r.RecipeSettings) -> str:
+def recipe_command(s: RecipeSettings) -> str:
     """The one command that reproduces this run (every stage; re-running it resumes)."""
     parts = ["python recipes/synthetic.py", f"--work_dir {s.work_dir.name}", f"--size {s.size}",
              f"--grammar {s.grammar}", f"--n_clips {s.n_clips}"]
@@ -81,16 +91,16 @@ def recipe_command(s: r.RecipeSettings) -> str:
     return " ".join(parts + list(s.extra))
 
 
-def _summary(s: r.RecipeSettings, name: str) -> dict | None:
+def _summary(s: RecipeSettings, name: str) -> dict | None:
     path = s.work_dir / "results" / name / "metrics_summary.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _test_specs(s: r.RecipeSettings, ids: list[str]):
+def _test_specs(s: RecipeSettings, ids: list[str]):
     from dataloaders.synthetic.corpus import plan_corpus, synthetic_settings
     from utils.config import compose_config
 
-    syn = synthetic_settings(compose_config(r.corpus_overrides(s)))
+    syn = synthetic_settings(compose_config(corpus_overrides(s)))
     syn.update(n_clips=s.n_clips, seed=s.seed)
     keep = {f"test/{v}" for v in ids}
     specs = plan_corpus(s.n_clips, s.seed, syn.get("splits"), int(syn["n_speakers"]), int(syn["n_test_speakers"]),
@@ -98,7 +108,7 @@ def _test_specs(s: r.RecipeSettings, ids: list[str]):
     return [c for c in specs if c.rel in keep], syn
 
 
-def homophene_measures(s: r.RecipeSettings, ids: list[str]) -> dict:
+def homophene_measures(s: RecipeSettings, ids: list[str]) -> dict:
     """Within-group chance (a perfect lip reader's WER) and the fraction of test words whose mouth track is
     that of every other member of their group, on these test clips."""
     from dataloaders.synthetic import homophenes
@@ -113,79 +123,79 @@ def homophene_measures(s: r.RecipeSettings, ids: list[str]) -> dict:
             "homophene_slots": [[list(g) for g in slot] for slot in homophenes.homophene_slots()]}
 
 
-def write_full_report(s: r.RecipeSettings) -> dict:
+def write_full_report(s: RecipeSettings) -> dict:
     from utils.config import compose_config
 
-    cfg = compose_config(r.generation_overrides(s))
+    cfg = compose_config(generation_overrides(s))
     gen = cfg["generate"]
     T = int(cfg["diffusion"]["T"])
-    main = r.conditions(s)
-    ids = r.generated_ids(r.condition_dir(s, main[0], gen))
-    times = sc.GenerationClock(s.work_dir / "generation_seconds.json").read()
+    main = conditions(s)
+    ids = generated_ids(condition_dir(s, main[0], gen))
+    times = GenerationClock(s.work_dir / "generation_seconds.json").read()
     res = s.work_dir / "results"
 
-    conditions = {}
-    for name in (r.GROUND_TRUTH, *(c.name for c in main)):
-        row = sc.flat_scores(_summary(s, name))
+    by_condition = {}
+    for name in (GROUND_TRUTH, *(c.name for c in main)):
+        row = flat_scores(_summary(s, name))
         if name in times:
             row["seconds_per_clip"] = times[name]["seconds_per_clip"]
         if s.grammar == "homophene":
             from dataloaders.synthetic.homophenes import group_of
 
-            row["words"] = sc.homophene_words(res / name / "metrics_per_clip.csv", group_of)
-        subs = s.texts_dir(name) / sc.SUBSTITUTIONS
+            row["words"] = homophene_words(res / name / "metrics_per_clip.csv", group_of)
+        subs = s.texts_dir(name) / SUBSTITUTIONS
         if subs.is_file():
-            row["substituted_words"] = sc.substitution_following(res / name / "metrics_per_clip.csv", subs)
-        conditions[name] = row
+            row["substituted_words"] = substitution_following(res / name / "metrics_per_clip.csv", subs)
+        by_condition[name] = row
 
     sweep, samplers = [], []
     if s.sweep_clips:
-        sw_ids = r.sweep_ids(s, gen)
-        weights = r.weight_results(s, gen)
+        sw_ids = sweep_ids(s, gen)
+        weights = weight_results(s, gen)
         for w, row in weights.items():
             sweep.append({"w_asr": w, "asr_start": int(gen["asr_start"]), **row})
         try:
-            best = sc.best_weight(weights, float(gen["w_asr"]))
+            best = best_weight(weights, float(gen["w_asr"]))
         except Exception:  # noqa: BLE001 - the sweep is not scored yet
             best = None
         if best is not None:
-            for c in sc.start_sweep(best, int(gen["asr_start"]), T):
-                row = sc.flat_scores(sc.subset_summary(res / c.name / "metrics_per_clip.csv", sw_ids))
+            for c in start_sweep(best, int(gen["asr_start"]), T):
+                row = flat_scores(subset_summary(res / c.name / "metrics_per_clip.csv", sw_ids))
                 if row:
                     sweep.append({"w_asr": best, "asr_start": c.asr_start, **row})
         for way, guided in (("no_guidance", False), ("true_text", True)):
-            row = sc.flat_scores(sc.subset_summary(res / way / "metrics_per_clip.csv", sw_ids))
+            row = flat_scores(subset_summary(res / way / "metrics_per_clip.csv", sw_ids))
             samplers.append({"sampler": "ancestral", "steps": T, "guidance": "true_text" if guided else "none",
                              "seconds_per_clip": (times.get(way) or {}).get("seconds_per_clip"), **row})
-        for c in sc.sampler_conditions(T):
-            row = sc.flat_scores(sc.subset_summary(res / c.name / "metrics_per_clip.csv", sw_ids))
+        for c in sampler_conditions(T):
+            row = flat_scores(subset_summary(res / c.name / "metrics_per_clip.csv", sw_ids))
             if row:
                 samplers.append({"sampler": c.sampler, "steps": c.steps, "guidance": c.texts or "none",
                                  "seconds_per_clip": (times.get(c.name) or {}).get("seconds_per_clip"), **row})
 
-    stage_s = r.stage_times(s)
-    asr = r.newest(s.asr_dir("guidance"))
+    stage_s = stage_times(s)
+    asr = newest(s.asr_dir("guidance"))
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "command": recipe_command(s),
-        "wall_minutes": round(r.wall_seconds(s, stage_s) / 60.0, 1),
+        "wall_minutes": round(wall_seconds(s, stage_s) / 60.0, 1),
         "stage_minutes": {k: round(v / 60.0, 1) for k, v in stage_s.items()},
         "training_stages_in_parallel": s.parallel,
-        "iterations": r.iterations_reached(s),
+        "iterations": iterations_reached(s),
         "test_clips": len(ids),
         "sweep_clips": min(s.sweep_clips, len(ids)) if s.sweep_clips else 0,
         "grammar": s.grammar,
         "audio_only_utterances": s.audio_clips,
         "other_sentence_chance_wer": None,
-        "guidance_asr_wer": (sc.guidance_asr_wer(cfg, str(asr[1]), str(s.tokenizer),
+        "guidance_asr_wer": (guidance_asr_wer(cfg, str(asr[1]), str(s.tokenizer),
                                                  t_values=(T // 5, T // 2, 4 * T // 5)) if asr else None),
-        "conditions": conditions,
+        "conditions": by_condition,
         "sweep": sweep,
         "samplers": samplers,
         "generation_seconds_note": next(iter(times.values()), {}).get("note"),
     }
-    chance = r.chance_wer(s, ids)
+    chance = chance_wer(s, ids)
     report["other_sentence_chance_wer"] = None if chance is None else round(100.0 * chance, 2)
     if s.grammar == "homophene":
         report.update(homophene_measures(s, ids))
@@ -193,8 +203,16 @@ def write_full_report(s: r.RecipeSettings) -> dict:
     return report
 
 
+def stage_report(s: RecipeSettings) -> None:
+    """results_full.json and, with --publish, the same under docs/results/ with samples, figures and the
+    model set."""
+    report = write_full_report(s)
+    if s.publish:
+        publish(s, report)
+
+
 # ----------------------------------------------------------------------------- into the repository
-def publish(s: r.RecipeSettings, report: dict) -> dict[str, Path]:
+def publish(s: RecipeSettings, report: dict) -> dict[str, Path]:
     """The report, SAMPLE_CLIPS test clips of each of SAMPLE_CONDITIONS as FLAC with texts.csv, and the
     figures, under docs/ of the repository."""
     root = s.publish_root or REPO_ROOT
@@ -218,15 +236,15 @@ def publish(s: r.RecipeSettings, report: dict) -> dict[str, Path]:
     return out
 
 
-def write_samples(s: r.RecipeSettings, folder: Path, n: int = SAMPLE_CLIPS) -> None:
+def write_samples(s: RecipeSettings, folder: Path, n: int = SAMPLE_CLIPS) -> None:
     import soundfile as sf
 
     from dataloaders.text import transcript_from_lrs_text
     from utils.config import compose_config
 
-    gen = compose_config(r.generation_overrides(s))["generate"]
-    dirs = {c: r.run_dir_of(s, c, gen) for c in SAMPLE_CONDITIONS}
-    ids = r.generated_ids(dirs["no_guidance"])[:n]
+    gen = compose_config(generation_overrides(s))["generate"]
+    dirs = {c: run_dir_of(s, c, gen) for c in SAMPLE_CONDITIONS}
+    ids = generated_ids(dirs["no_guidance"])[:n]
     if folder.exists():
         shutil.rmtree(folder)
     rows = []
@@ -275,3 +293,6 @@ def sweep_figure(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+STAGE_FUNCS = {"report": stage_report}

@@ -1,10 +1,23 @@
-"""Shared test fixtures (a tiny corpus in the LRS3 layout); plain helpers are in tests/helpers.py."""
+"""Shared test fixtures (a tiny corpus in the LRS3 layout); plain helpers are in tests/helpers.py.
+
+The suite runs one CPU thread per process (OMP_NUM_THREADS / MKL_NUM_THREADS = 1 unless already set, inherited
+by the scripts the tests start): its models are tiny, so a second thread gains little, while several processes
+(torchrun's two ranks, a script beside pytest) or a machine shared with other jobs make two-thread processes
+wait on each other's spinning threads. Measured on the shared 2-core machine: bench_sampling.py --tiny took
+117 s with two threads and 21.5 s with one.
+"""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+if "torch" in sys.modules:   # imported before this file (a plugin): set its pool too
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:

@@ -145,7 +145,7 @@ def test_generate_in_browser(app_url, browser, tmp_path):
     page.locator("#mouth-video video").wait_for(timeout=10_000)
     time.sleep(0.5)
     page.screenshot(path=str(tmp_path / "after_generation.png"), full_page=True)
-    if os.environ.get("LIPVOICER_UPDATE_SCREENSHOT"):  # refresh the README's picture on request only
+    if os.environ.get("LIPVOICER_UPDATE_SCREENSHOT"):  # refresh docs/inference.md's picture on request only
         docs = REPO_ROOT / "docs" / "images"
         docs.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "after_generation.png", docs / "demo.png")

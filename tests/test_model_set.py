@@ -23,7 +23,7 @@ SET_NAME = "tiny_set"   # the exported test set's config group option (configs/m
 def tiny_set(tmp_path_factory):
     """A fake recipe work folder holding tiny checkpoints, exported as a model set with its config file."""
     from recipes.synthetic_model_set import export_model_set
-    from recipes.synthetic_recipe import RecipeSettings
+    from recipes.synthetic_settings import RecipeSettings
 
     root = tmp_path_factory.mktemp("modelset")
     assets = make_tiny_assets(root / "assets")

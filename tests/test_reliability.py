@@ -525,8 +525,9 @@ def test_positional_path_with_spaces_and_parentheses_end_to_end(tiny, tmp_path):
 
 # ============================================================================ 12. the recipe from a fresh clone
 def test_recipe_fetches_a_missing_mean_face(tmp_path, monkeypatch):
-    from recipes import synthetic_recipe
-    from recipes.synthetic_recipe import RecipeSettings, ensure_mean_face
+    from recipes import synthetic_settings
+    from recipes.synthetic_settings import RecipeSettings
+    from recipes.synthetic_training import ensure_mean_face
     from tests.tiny_generation import mean_face_source
 
     calls = []
@@ -537,7 +538,7 @@ def test_recipe_fetches_a_missing_mean_face(tmp_path, monkeypatch):
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "20words_mean_face.npy").write_bytes(mean_face_source().read_bytes())
 
-    monkeypatch.setattr(synthetic_recipe, "run_script", fake_run_script)
+    monkeypatch.setattr(synthetic_settings, "run_script", fake_run_script)
     s = RecipeSettings(work_dir=tmp_path / "w", mean_face=tmp_path / "ck" / "20words_mean_face.npy")
     assert ensure_mean_face(s) == s.mean_face and s.mean_face.is_file()
     assert calls == [["download_checkpoints.py", "--only", "mean_face", "--dest", str(tmp_path / "ck")]]
@@ -546,7 +547,7 @@ def test_recipe_fetches_a_missing_mean_face(tmp_path, monkeypatch):
     def offline(s, args, what):
         raise LipVoicerError("recipe stage 'fetch mean face' failed (exit code 1)")
 
-    monkeypatch.setattr(synthetic_recipe, "run_script", offline)
+    monkeypatch.setattr(synthetic_settings, "run_script", offline)
     s2 = RecipeSettings(work_dir=tmp_path / "w", mean_face=tmp_path / "none" / "20words_mean_face.npy")
     with pytest.raises(LipVoicerError, match="mean face not found and could not be fetched"):
         ensure_mean_face(s2)

@@ -11,8 +11,10 @@ import pytest
 
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import mean_face_source
-from recipes import synthetic_recipe
-from recipes.synthetic_recipe import STAGES, RecipeSettings, corrupt_text, run_recipe
+from recipes import synthetic_settings, synthetic_training
+from recipes.synthetic_conditions import GROUND_TRUTH, WAYS, corrupt_text
+from recipes.synthetic_recipe import STAGE_FUNCS, STAGES, run_recipe
+from recipes.synthetic_settings import RecipeSettings
 from utils.errors import LipVoicerError
 
 
@@ -30,7 +32,7 @@ def test_corrupt_text_replaces_the_requested_fraction():
 def test_parallel_training_lanes_share_the_cores(tmp_path):
     """--parallel: MelGen in its own lane, the recognisers (and vocoder) one after another in the other;
     with --threads 1 on 2 cores each lane's chunks get 1 thread, and 2 once the other lane has ended."""
-    from recipes.synthetic_recipe import CoreShare, training_lanes
+    from recipes.synthetic_training import CoreShare, training_lanes
     assert training_lanes(["judge", "asr", "melgen", "vocoder"]) == [["melgen"], ["judge", "asr", "vocoder"]]
     assert training_lanes(["asr"]) == [["asr"]]
     share = CoreShare(cores=2)
@@ -46,7 +48,7 @@ def test_parallel_training_lanes_share_the_cores(tmp_path):
 def test_train_in_chunks_finds_its_folder_after_the_first_chunk(tmp_path, monkeypatch):
     """MelGen's checkpoint folder (named by the sizes) is found after the first chunk, which counts toward
     train_minutes and gets CoreShare's threads; a chunk that writes nothing stops the stage in one line."""
-    from recipes.synthetic_recipe import train_in_chunks
+    from recipes.synthetic_training import train_in_chunks
     calls = []
     folder = tmp_path / "exp" / "wnet" / "checkpoint"
 
@@ -55,12 +57,12 @@ def test_train_in_chunks_finds_its_folder_after_the_first_chunk(tmp_path, monkey
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{2 * len(calls)}.pkl").write_bytes(b"")
 
-    monkeypatch.setattr(synthetic_recipe, "run_script", fake_run)
+    monkeypatch.setattr(synthetic_settings, "run_script", fake_run)
     s = RecipeSettings(tmp_path, threads=1, chunk_minutes=10.0)
     find = lambda: folder if folder.is_dir() else None   # noqa: E731
     assert train_in_chunks(s, "train_melgen.py", [], 4, None, "melgen", find_dir=find) == folder / "4.pkl"
     assert calls == [("train.max_minutes=10.00", 1), ("train.max_minutes=10.00", 1)]
-    monkeypatch.setattr(synthetic_recipe, "run_script", lambda *a, **k: None)
+    monkeypatch.setattr(synthetic_settings, "run_script", lambda *a, **k: None)
     with pytest.raises(LipVoicerError) as e:
         train_in_chunks(s, "train_melgen.py", [], 4, None, "melgen", find_dir=lambda: None)
     assert str(e.value) == "recipe stage 'melgen': no progress (checkpoints in no checkpoint folder was written)"
@@ -104,6 +106,18 @@ def test_unknown_stage_or_size_is_an_error(tmp_path):
         run_recipe(RecipeSettings(work_dir=tmp_path, size="huge"), ["texts"])
     with pytest.raises(LipVoicerError, match="unknown vocoder"):
         run_recipe(RecipeSettings(work_dir=tmp_path, vocoder="wavenet"), ["texts"])
+
+
+def test_every_stage_has_one_function():
+    """The stage list of synthetic_recipe.py against the stage tables of the modules that hold the stages: each
+    stage in exactly one of them (a name in two would silently run only one), none without a function."""
+    from recipes import synthetic_conditions, synthetic_publish, synthetic_scoring
+
+    tables = [synthetic_training.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS, synthetic_scoring.STAGE_FUNCS,
+              synthetic_publish.STAGE_FUNCS]
+    names = [name for table in tables for name in table]
+    assert sorted(names) == sorted(STAGES) and set(STAGE_FUNCS) == set(STAGES)
+    assert set(synthetic_training.TRAINING_STAGES) <= set(synthetic_training.STAGE_FUNCS)
 
 
 @pytest.mark.slow
@@ -157,7 +171,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     from recipes.synthetic import main
 
     monkeypatch.chdir(REPO_ROOT)
-    monkeypatch.setattr(synthetic_recipe, "run_script", _run_script_in_process)
+    monkeypatch.setattr(synthetic_settings, "run_script", _run_script_in_process)
     work, pub = tmp_path / "recipe", tmp_path / "published"
     assert main(["--work_dir", str(work), "--size", "tiny", "--grammar", "homophene", "--n_clips", "6",
                  "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1",
@@ -169,7 +183,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert (work / "data" / "audio_guidance.list").read_text().split() and (work / "data" / "audio_judge.list").is_file()
     results = json.loads((work / "results.json").read_text())
     assert results["meta"]["size"] == "tiny" and results["meta"]["grammar"] == "homophene"
-    ways = {synthetic_recipe.GROUND_TRUTH, *synthetic_recipe.WAYS, "corrupted_homophene", "corrupted_other"}
+    ways = {GROUND_TRUTH, *WAYS, "corrupted_homophene", "corrupted_other"}
     assert set(results["results"]) == ways
     for way, summary in results["results"].items():
         assert summary["n_clips"] == 1, way
@@ -197,7 +211,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
 def test_train_minutes_caps_a_parallel_lane_not_each_stage(tmp_path, monkeypatch):
     """--parallel --train_minutes: the stages of one lane (judge, then guidance ASR) share the cap, so the lanes end
     together; the recipe's wall time counts the longest lane, not the sum of the overlapping stages."""
-    from recipes.synthetic_recipe import _LANE, train_in_chunks, wall_seconds
+    from recipes.synthetic_training import _LANE, train_in_chunks, wall_seconds
 
     asked = []
     folder = tmp_path / "ck"
@@ -208,10 +222,10 @@ def test_train_minutes_caps_a_parallel_lane_not_each_stage(tmp_path, monkeypatch
         folder.mkdir(exist_ok=True)
         (folder / f"{len(asked)}.pkl").write_bytes(b"")
 
-    monkeypatch.setattr(synthetic_recipe, "run_script", fake_run)
+    monkeypatch.setattr(synthetic_settings, "run_script", fake_run)
     s = RecipeSettings(tmp_path, parallel=True, train_minutes=30.0, chunk_minutes=10.0)
     clock = [1000.0]
-    monkeypatch.setattr(synthetic_recipe.time, "time", lambda: clock[0])
+    monkeypatch.setattr(synthetic_training.time, "time", lambda: clock[0])
     _LANE.start = 1000.0 - 25 * 60.0          # the lane's first stage took 25 minutes
     try:
         train_in_chunks(s, "train_asr.py", [], 99, folder, "guidance")
