@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dataloaders.mfcc import syncnet_mfcc
+from models.builders import load_syncnet_model, syncnet_checkpoint_path, syncnet_settings
 from models.syncnet import AUDIO_WINDOW, VIDEO_WINDOW, SyncNet
 from utils.errors import LipVoicerError
 
@@ -86,6 +87,7 @@ class SyncScorer:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.vshift, self.batch_size = int(vshift), max(1, int(batch_size))
+        self.weights: str | None = None   # the weights file, for reports (build_sync_scorer sets it)
         if self.vshift < 1:
             raise LipVoicerError(f"syncnet.vshift={vshift}: must be an integer >= 1")
 
@@ -132,3 +134,11 @@ class SyncScorer:
                                      self.vshift)
         score.mfcc = mfcc
         return score
+
+
+def build_sync_scorer(cfg, device) -> SyncScorer:
+    """The scorer of the config: SyncNet from syncnet.ckpt (one-line error naming the file when it is missing or
+    not SyncNet's), syncnet.vshift and syncnet.batch_size."""
+    scorer = SyncScorer(load_syncnet_model(cfg, device), device, **syncnet_settings(cfg))
+    scorer.weights = str(syncnet_checkpoint_path(cfg))
+    return scorer

@@ -130,9 +130,9 @@ def write_homophene_texts(texts_dir, test_texts: dict[str, str], fraction: float
 # ----------------------------------------------------------------------------- scores
 def read_rows(csv_path: Path) -> list[dict]:
     """metrics_per_clip.csv -> rows with numbers as floats (what pipelines.evaluation.summarise takes)."""
-    from pipelines.evaluation import CSV_COLUMNS
+    from pipelines.evaluation import CSV_COLUMNS, TEXT_COLUMNS
 
-    text_cols = {"video_id", "reference", "hypothesis"}
+    text_cols = set(TEXT_COLUMNS)
     rows = []
     with csv_path.open() as f:
         for r in csv.DictReader(f):
