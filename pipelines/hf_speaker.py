@@ -44,10 +44,14 @@ def load_hf_speaker_model(model_id: str, local_only: bool = False):
         raise LipVoicerError(f"{where}: cannot load the model's feature extractor ({type(e).__name__}: "
                              f"{' '.join(str(e).split())[:200]})") from None
     try:
-        model = tf.AutoModelForAudioXVector.from_pretrained(model_id, **kw)
+        model, info = tf.AutoModelForAudioXVector.from_pretrained(model_id, output_loading_info=True, **kw)
     except Exception as e:  # noqa: BLE001
         raise LipVoicerError(f"{where}: not a speaker-verification model with an x-vector head, or its weights "
                              f"cannot be loaded ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # e.g. a speech-recognition checkpoint: its x-vector head would be random
+        raise LipVoicerError(f"{where}: not a speaker-verification model with an x-vector head: its weights lack "
+                             f"{len(missing)} of the model's tensors (e.g. {', '.join(missing[:3])})")
     return model.eval(), extractor
 
 

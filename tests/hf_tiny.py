@@ -53,12 +53,12 @@ def tiny_whisper(folder: Path, multilingual: bool = False, spelling: dict | None
     torch.manual_seed(0)
     cfg = WhisperConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                        num_mel_bins=80, max_source_positions=1500, max_target_positions=64,
+                        num_mel_bins=80, max_source_positions=1500, max_target_positions=24,
                         pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
                         suppress_tokens=[], begin_suppress_tokens=[])
     model = WhisperForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot,
-                                               bos_token_id=eot, max_length=64)
+                                               bos_token_id=eot, max_length=24)
     if multilingual:
         gc = model.generation_config
         gc.is_multilingual, gc.lang_to_id = True, {"<|en|>": vocab["<|en|>"]}
