@@ -35,11 +35,11 @@ MODES = ("auto", "true", "false")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
-def lse_mode(value) -> str:
-    """evaluate.lse / syncnet.video_report as auto | true | false (booleans accepted)."""
+def lse_mode(value, key: str = "evaluate.lse") -> str:
+    """evaluate.lse / syncnet.video_report (`key`, for the message) as auto | true | false (booleans accepted)."""
     mode = str(value).lower() if value is not None else "auto"
     if mode not in MODES:
-        raise LipVoicerError(f"LSE-C / LSE-D setting {value!r}: use auto (when the SyncNet weights are there), "
+        raise LipVoicerError(f"{key}={value}: use auto (LSE-C / LSE-D when the SyncNet weights are there), "
                              "true (required) or false")
     return mode
 
@@ -104,7 +104,7 @@ class ClipSync:
 def build_clip_sync(cfg, video_dirs: Sequence[Path], device) -> ClipSync | None:
     """The LSE scorer evaluate.lse asks for: None for false, or for auto without the weights file (one warning line);
     with true a missing weights file is one LipVoicerError naming it and the command that fetches it."""
-    mode = lse_mode(cfg["evaluate"].get("lse", "auto"))
+    mode = lse_mode(cfg["evaluate"].get("lse", "auto"), "evaluate.lse")
     if mode == "false":
         return None
     from models.builders import syncnet_checkpoint_path
