@@ -69,3 +69,31 @@ def test_mfcc_frames_and_scale():
     assert m.shape == (13, 99) and m.dtype == np.float32      # 1 + ceil((16000 - 400) / 160)
     louder = syncnet_mfcc(int16_samples(0.2 * rng.standard_normal(16000)))
     assert louder[0].mean() > m[0].mean() + 0.5                # c0 is the log energy: the scale matters
+
+
+def test_published_weights_are_an_asset_fetched_only_when_asked(tmp_path, monkeypatch):
+    """syncnet_v2 is in the real asset table (not a default); --only syncnet_v2 fetches it to
+    <checkpoints_dir>/syncnet_v2.model, where syncnet.ckpt points, and the file loads strictly."""
+    import io
+
+    import torch
+    from omegaconf import OmegaConf
+
+    import download_checkpoints as dl
+    from models.builders import load_syncnet_model, syncnet_checkpoint_path
+    from models.syncnet import SyncNet
+    from tests.helpers import compose_cfg
+    from utils.assets import asset_table
+
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.merge(compose_cfg(), {"paths": {"checkpoints_dir": "ck"}})
+    entry = asset_table(cfg)["syncnet_v2"]
+    assert not entry.default and entry.url.endswith("/lipsync/data/syncnet_v2.model")
+    buf = io.BytesIO()
+    torch.save(SyncNet().state_dict(), buf)
+    calls = []
+    monkeypatch.setattr(dl, "download_url", lambda url, out: calls.append(url) or open(out, "wb").write(buf.getvalue()))
+    out, err = io.StringIO(), io.StringIO()
+    assert dl.run(cfg, dl.parse_args(["--only", "syncnet_v2"]), out=out, err=err) == 0, err.getvalue()
+    assert calls == [entry.url] and syncnet_checkpoint_path(cfg) == tmp_path.joinpath("ck", "syncnet_v2.model").relative_to(tmp_path)
+    assert isinstance(load_syncnet_model(cfg), SyncNet)
