@@ -15,7 +15,7 @@ from tests.tiny_generation import generation_overrides, make_tiny_assets
 from utils.errors import LipVoicerError
 
 EXAMPLE = REPO_ROOT / "examples" / "synthetic_clip.mp4"
-FRAMES = 14   # one segment of 14 frames: 9 SyncNet windows
+FRAMES = 10   # one segment of 10 frames: 5 SyncNet windows
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,12 @@ def test_missing_weights(setup, tmp_path):
         generate_for_video(_cfg(assets, video, tmp_path / "a", f"syncnet.ckpt={missing}", "syncnet.video_report=true"))
     assert str(e.value) == f"{missing}: checkpoint not found; fetch it with: python download_checkpoints.py --only syncnet_v2"
     assert not (tmp_path / "a" / "talk").exists()
-    out = generate_for_video(_cfg(assets, video, tmp_path / "b", f"syncnet.ckpt={missing}"))   # auto: no scores
-    report = json.loads((out / "talk.json").read_text())
-    assert "lse" not in report and all("sync" not in g for g in report["segments"])
+    # auto (the default): no scorer, so the report is left as it is (every other inference test runs this way)
+    from pipelines.segment_sync import add_segment_sync, prepare_segment_sync
+
+    assert prepare_segment_sync(_cfg(assets, video, tmp_path / "b", f"syncnet.ckpt={missing}"), "cpu") is None
+    report = {"segments": [{"status": "generated"}]}
+    add_segment_sync(report, None, video, None, np.zeros(0, np.float32))
+    assert report == {"segments": [{"status": "generated"}]}
     with pytest.raises(LipVoicerError, match=r"^syncnet.video_report=maybe: use auto"):
         generate_for_video(_cfg(assets, video, tmp_path / "c", "syncnet.video_report=maybe"))
