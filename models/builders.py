@@ -4,6 +4,7 @@
     sampler = build_sampler(cfg, schedule)            # generate.sampler / steps / eta / bf16 / w_* / asr_start
     melgen = load_melgen(melgen_checkpoint_path(cfg), cfg, device)
     asr = load_asr(asr_checkpoint_path(cfg), cfg, device)
+    syncnet = load_syncnet(syncnet_checkpoint_path(cfg), device)    # LSE-C / LSE-D (syncnet.ckpt)
 
 Which published fine-tunes are used follows one setting, `dataset.name` (LRS2 or LRS3):
 the MelGen checkpoint (`generate.ckpt_path`, by default under `exp/<dataset.name>/`) and the
@@ -21,11 +22,13 @@ from models.griffin_lim import GriffinLimVocoder
 from models.hifigan.generator import HiFiGANGenerator, load_hifigan
 from models.melgen.checkpoint import build_melgen, load_melgen as _load_melgen
 from models.melgen.model import MelGen
+from models.syncnet import SyncNet, load_syncnet
 from models.weight_norm import fold_weight_norm
 from utils.errors import LipVoicerError
 
 __all__ = ["asr_checkpoint_path", "build_asr", "build_melgen", "build_sampler", "build_schedule", "load_asr",
-           "load_melgen", "load_vocoder", "melgen_checkpoint_path", "vocoder_kind"]
+           "load_melgen", "load_syncnet", "load_vocoder", "melgen_checkpoint_path", "syncnet_checkpoint_path",
+           "syncnet_settings", "load_syncnet_model", "vocoder_kind"]
 
 
 def _get(section, key, default=None):
@@ -110,3 +113,26 @@ def load_vocoder(path, cfg, device="cpu") -> HiFiGANGenerator | GriffinLimVocode
         return GriffinLimVocoder(cfg["audio"], int(_get(cfg["vocoder"], "n_iter", 32))).to(device)
     return load_hifigan(path, cfg["vocoder"], map_location=device)
 
+
+
+def syncnet_checkpoint_path(cfg) -> Path:
+    """SyncNet's weights (syncnet.ckpt; default <paths.checkpoints_dir>/syncnet_v2.model, the published file)."""
+    return Path(str(_get(_get(cfg, "syncnet", {}), "ckpt", Path(str(cfg["paths"]["checkpoints_dir"])) /
+                     "syncnet_v2.model")))
+
+
+def syncnet_settings(cfg) -> dict:
+    """{"vshift", "batch_size"} of the syncnet section (the original's 15 and 20 when left out)."""
+    section = _get(cfg, "syncnet", {})
+    try:
+        vshift, batch = int(_get(section, "vshift", 15)), int(_get(section, "batch_size", 20))
+    except (TypeError, ValueError):
+        raise LipVoicerError("syncnet.vshift and syncnet.batch_size must be integers") from None
+    if vshift < 1 or batch < 1:
+        raise LipVoicerError(f"syncnet.vshift={vshift}, syncnet.batch_size={batch}: both must be >= 1")
+    return {"vshift": vshift, "batch_size": batch}
+
+
+def load_syncnet_model(cfg, device="cpu") -> SyncNet:
+    """SyncNet from syncnet.ckpt, strict on the published keys (a missing file: one line with the fetch command)."""
+    return load_syncnet(syncnet_checkpoint_path(cfg), map_location=device)

@@ -16,8 +16,10 @@ from typing import Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from pipelines.clip_sync import build_clip_sync
 from pipelines.evaluation import run_evaluation
 from pipelines.metrics import DNSMOS_KEYS
+from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import atomic_text
 
@@ -26,7 +28,8 @@ COMPARED = (("corpus_wer", "WER (%, corpus)", 100.0, 2, False), ("wer", "WER (%,
             ("stoi", "STOI", 1.0, 3, True), ("estoi", "ESTOI", 1.0, 3, True), ("pesq", "PESQ", 1.0, 3, True),
             ("mcd", "MCD (dB)", 1.0, 3, False), ("dnsmos_sig", "DNSMOS SIG", 1.0, 3, True),
             ("dnsmos_bak", "DNSMOS BAK", 1.0, 3, True), ("dnsmos_ovrl", "DNSMOS OVRL", 1.0, 3, True),
-            ("dnsmos_p808", "DNSMOS P.808", 1.0, 3, True))
+            ("dnsmos_p808", "DNSMOS P.808", 1.0, 3, True), ("lse_c", "LSE-C", 1.0, 3, True),
+            ("lse_d", "LSE-D", 1.0, 3, False), ("speaker_sim", "speaker similarity", 1.0, 3, True))
 SEED = 0
 
 
@@ -168,15 +171,20 @@ def run_comparison(cfg, recognizer=None) -> dict:
     if len(labels) != len(folders) or len(set(labels)) != len(labels):
         raise LipVoicerError(f"evaluate.compare_labels: need {len(folders)} distinct labels, one per folder "
                              f"(got {labels})")
+    from pipelines.evaluation import build_recognizer, build_speaker_model, ground_truth_dirs, table_kind
+
+    paper = table_kind(ev) == "paper"
     if recognizer is None:
-        from pipelines.evaluation import build_recognizer
         recognizer = build_recognizer(cfg)
-    systems, rec_name = {}, None
+    # the SyncNet and speaker models are loaded once for all the folders
+    sync = build_clip_sync(cfg, ground_truth_dirs(cfg, "video"), resolve_device(ev.get("device", "auto")))
+    speaker = build_speaker_model(cfg)
+    systems, rec_name, normaliser = {}, None, None
     for label, folder in zip(labels, folders):
         sub = OmegaConf.merge(cfg, {"evaluate": {"generated_dir": str(folder), "out_dir": None, "compare": []}})
-        res = run_evaluation(sub, recognizer=recognizer)
+        res = run_evaluation(sub, recognizer=recognizer, sync=sync, speaker=speaker)
         systems[label] = res["rows"]
-        rec_name = res["settings"].get("recognizer")
+        rec_name, normaliser = res["settings"].get("recognizer"), res["settings"].get("text_normalizer")
     res = compare_rows(systems, int(ev.get("bootstrap", 2000)))
     out = Path(str(ev.get("compare_out") or Path(str(ev.get("out_dir") or folders[0])) / "comparison"))
     table = comparison_table(res, rec_name)
@@ -187,6 +195,12 @@ def run_comparison(cfg, recognizer=None) -> dict:
     outputs = {"md": atomic_text(out / "comparison.md", table),
                "json": atomic_text(out / "comparison.json", json.dumps(_jsonable(summary), indent=2) + "\n"),
                "png": comparison_figure(res, out / "comparison.png")}
+    if paper:
+        from pipelines.paper_table import write_paper_table
+
+        paper_res = write_paper_table(systems, out, int(ev.get("bootstrap", 2000)), rec_name, normaliser)
+        outputs.update(paper_res["outputs"])
+        table += "\n" + paper_res["table"]
     return {**res, "table": table, "outputs": outputs, "recognizer": rec_name}
 
 

@@ -191,7 +191,7 @@ class Demo:
         return {"dir": req_dir, "video": files["video"], "wav": files["wav"], "mel_png": files["mel_png"],
                 "mouth_video": files.get("mouth_video"), "report": files["report"], "text": report["text"],
                 "text_source": report["text_source"], "face_detection": report.get("face_detection", {}),
-                "segments": report.get("segments", []),
+                "segments": report.get("segments", []), "lse": report.get("lse"),
                 "timings_s": report["timings_s"], "seconds": report["seconds"],
                 "audio_seconds": report["audio_seconds"], "device": report["device"]}
 
@@ -204,14 +204,25 @@ class Demo:
         shutil.rmtree(self.work_root, ignore_errors=True)
 
 
+def sync_cell(g: dict) -> str:
+    """A segment's LSE-C / LSE-D (pipelines/segment_sync.py) as a table cell."""
+    s = g.get("sync")
+    if not s:
+        return "-"
+    return "n/a" if "error" in s else f"{s['lse_c']:.2f} / {s['lse_d']:.2f}"
+
+
 def segments_markdown(segments: list[dict]) -> str:
-    """The report's segments as a Markdown table: time, speaker, status, the text or why it is silent."""
-    lines = ["| segment | speaker | status | text / reason |", "|---|---|---|---|"]
+    """The report's segments as a Markdown table: time, speaker, status, the text or why it is silent, and
+    LSE-C / LSE-D when the report has them."""
+    sync = any("sync" in g for g in segments)
+    lines = ["| segment | speaker | status | text / reason |" + (" LSE-C / LSE-D |" if sync else ""),
+             "|---|---|---|---|" + ("---|" if sync else "")]
     for g in segments:
         what = (g["text"] or "(no text)") if g["status"] == "generated" else g["reason"]
         speaker = "-" if g["speaker"] is None else g["speaker"]
         lines.append(f"| {g['start_s']:.2f}-{g['end_s']:.2f} s | {speaker} | {g['status']} | "
-                     f"{what.replace('|', '/')} |")
+                     f"{what.replace('|', '/')} |" + (f" {sync_cell(g)} |" if sync else ""))
     return "\n".join(lines)
 
 
@@ -222,6 +233,8 @@ def stats_markdown(result: dict) -> str:
              f"on {result['device']}", ""]
     if result.get("segments"):
         lines += [segments_markdown(result["segments"]), ""]
+    if result.get("lse"):
+        lines += [f"LSE-C / LSE-D: {result['lse']['about']}.", ""]
     lines += ["| face detection | frames |", "|---|---|"]
     names = {"frames": "frames (25 fps)", "frames_with_any_face": "with a face detected",
              "face_fraction": "fraction with a face"}

@@ -49,7 +49,10 @@ from pipelines.outputs import run_dir
 from utils.distributed import resolve_device
 from utils.errors import LipVoicerError
 from utils.files import atomic_text
+from pipelines.clip_sync import KEYS as LSE_KEYS, build_clip_sync
 from pipelines.hf_asr import PREFIX as HF_PREFIX, build_hf_recognizer
+from pipelines.hf_speaker import build_speaker_similarity
+from pipelines.intervals import mean_interval, ratio_interval
 from pipelines.metrics import (DNSMOS_KEYS, char_errors, dnsmos_scores, log_mel_l1, mel_cepstral_distortion,
                                pesq_wb, stoi_scores, word_errors)
 
@@ -59,11 +62,18 @@ log = logging.getLogger(__name__)
 Recognizer = Callable[[Sequence[np.ndarray]], list]
 
 METRICS = ("wer", "cer", "stoi", "estoi", "pesq", "log_mel_l1", "mcd")
-CSV_COLUMNS = ("video_id", *METRICS, *DNSMOS_KEYS, "ref_words", "word_errors", "ref_chars", "char_errors",
-               "gen_seconds", "gt_seconds", "reference", "hypothesis")
-# Optional metrics that need downloaded models (LSE-C / LSE-D from SyncNet) are not implemented:
-# this table is empty and any name in evaluate.extra_metrics is an error. DNSMOS is built in
-# (evaluate.dnsmos, on by default; its means are summary["dnsmos"]).
+# the ground truth's own scores (evaluate.score_ground_truth; the ceiling row of the paper table)
+GT_DNSMOS_KEYS = tuple(f"gt_{k}" for k in DNSMOS_KEYS)
+GT_KEYS = ("gt_wer", "gt_cer", *GT_DNSMOS_KEYS, "gt_stoi_net")
+# per-clip values whose means get a 95 % interval in the summary (`intervals`)
+INTERVAL_KEYS = (*METRICS, *DNSMOS_KEYS, "lse_c", "lse_d", "gt_lse_c", "gt_lse_d", "speaker_sim", "stoi_net", *GT_KEYS)
+TEXT_COLUMNS = ("video_id", "reference", "hypothesis", "gt_hypothesis")
+CSV_COLUMNS = ("video_id", *METRICS, *DNSMOS_KEYS, *LSE_KEYS, "speaker_sim", "stoi_net", *GT_KEYS, "ref_words",
+               "word_errors",
+               "ref_chars", "char_errors", "gt_word_errors", "gt_char_errors", "gen_seconds", "gt_seconds",
+               "reference", "hypothesis", "gt_hypothesis")
+# Optional metrics by name: none; the model-based ones have their own keys (evaluate.dnsmos, evaluate.lse for
+# LSE-C / LSE-D, evaluate.speaker_model), so any name in evaluate.extra_metrics is an error.
 EXTRA_METRICS: dict[str, Callable] = {}
 RECOGNIZERS = ("asr", "none")
 DECODERS = ("greedy", "beam")
@@ -100,13 +110,16 @@ def find_generated_wavs(generated_dir: str | os.PathLike) -> list[tuple[str, Pat
 
 
 def ground_truth_dirs(cfg, kind: str) -> list[Path]:
-    """Folders searched for `<video_id>.wav` (kind 'audio') or `<video_id>.txt` (kind 'text'), in order.
+    """Folders searched for `<video_id>.wav` (kind 'audio'), `<video_id>.txt` (kind 'text') or the video
+    (kind 'video', for LSE-C / LSE-D), in order.
 
-    An explicit evaluate.gt_audios_dir / gt_text_dir is the only folder; otherwise each source
-    folder of the split under dataset.audios_dir / videos_dir, then that folder itself.
+    An explicit evaluate.gt_audios_dir / gt_text_dir / gt_videos_dir is the only folder; otherwise each
+    source folder of the split under dataset.audios_dir (audio) or dataset.videos_dir (text, video), then
+    that folder itself.
     """
     ev = cfg["evaluate"]
-    explicit = ev.get("gt_audios_dir") if kind == "audio" else ev.get("gt_text_dir")
+    explicit = {"audio": ev.get("gt_audios_dir"), "text": ev.get("gt_text_dir"),
+                "video": ev.get("gt_videos_dir")}[kind]
     if explicit:
         return [Path(str(explicit))]
     ds = cfg["dataset"]
@@ -373,23 +386,33 @@ def generated_mel(wav_path: Path, audio: dict) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- metrics
+def text_errors(reference: str, hypothesis: str) -> dict:
+    """Word and character edits of a (normalised) hypothesis against its (normalised) reference."""
+    we, nw = word_errors(reference, hypothesis)
+    ce, nc = char_errors(reference, hypothesis)
+    return {"word_errors": we, "ref_words": nw, "char_errors": ce, "ref_chars": nc,
+            "wer": we / nw if nw else math.nan, "cer": ce / nc if nc else math.nan}
+
+
 def clip_metrics(generated: np.ndarray, reference_wav: np.ndarray, reference_text: str | None = None,
-                 hypothesis: str | None = None, audio_cfg=None, mcd_coeffs: int = 13, dnsmos: bool = False) -> dict:
+                 hypothesis: str | None = None, audio_cfg=None, mcd_coeffs: int = 13, dnsmos: bool = False,
+                 normalizer: Callable[[str], str] | None = None) -> dict:
     """All metrics of one clip; WER / CER are NaN without a reference text or hypothesis, DNSMOS
-    (of the generated wav alone: no reference) NaN unless `dnsmos`."""
+    (of the generated wav alone: no reference) NaN unless `dnsmos`. normalizer: the text normaliser applied
+    to reference and hypothesis before WER / CER (the recogniser's own, e.g. Whisper's; default the
+    project's, dataloaders/text.py). The other keys of CSV_COLUMNS (LSE, speaker similarity, the ground
+    truth's own scores) are NaN here; run_evaluation fills them."""
     p = audio_params(audio_cfg)
     sr = int(p["sampling_rate"])
     nan = math.nan
-    row = {m: nan for m in (*METRICS, *DNSMOS_KEYS)}
-    row.update(ref_words=0, word_errors=0, ref_chars=0, char_errors=0,
+    norm = normalizer or normalize_text
+    row = {m: nan for m in (*METRICS, *DNSMOS_KEYS, *LSE_KEYS, "speaker_sim", "stoi_net", *GT_KEYS)}
+    row.update(ref_words=0, word_errors=0, ref_chars=0, char_errors=0, gt_word_errors=0, gt_char_errors=0,
                gen_seconds=len(generated) / sr, gt_seconds=len(reference_wav) / sr,
-               reference="" if reference_text is None else reference_text,
-               hypothesis="" if hypothesis is None else normalize_text(hypothesis))
+               reference="" if reference_text is None else (norm(reference_text) if normalizer else reference_text),
+               hypothesis="" if hypothesis is None else norm(hypothesis), gt_hypothesis="")
     if reference_text is not None and hypothesis is not None:
-        we, nw = word_errors(reference_text, row["hypothesis"])
-        ce, nc = char_errors(reference_text, row["hypothesis"])
-        row.update(word_errors=we, ref_words=nw, char_errors=ce, ref_chars=nc,
-                   wer=we / nw if nw else nan, cer=ce / nc if nc else nan)
+        row.update(text_errors(row["reference"], row["hypothesis"]))
     row["stoi"], row["estoi"] = stoi_scores(reference_wav, generated, sr)
     row["pesq"] = pesq_wb(reference_wav, generated, sr)
     row["log_mel_l1"] = log_mel_l1(reference_wav, generated, p)
@@ -399,29 +422,76 @@ def clip_metrics(generated: np.ndarray, reference_wav: np.ndarray, reference_tex
     return row
 
 
+def ground_truth_metrics(row: dict, reference_wav: np.ndarray, hypothesis: str | None, sr: int, dnsmos: bool,
+                         normalizer: Callable[[str], str] | None = None) -> None:
+    """The ground truth's own WER / CER (the recogniser on the ground-truth wav) and DNSMOS into `row`."""
+    if hypothesis is not None:
+        row["gt_hypothesis"] = (normalizer or normalize_text)(hypothesis)
+        if row["reference"]:
+            e = text_errors(row["reference"], row["gt_hypothesis"])
+            row.update(gt_wer=e["wer"], gt_cer=e["cer"], gt_word_errors=e["word_errors"],
+                       gt_char_errors=e["char_errors"])
+    if dnsmos:
+        row.update({f"gt_{k}": v for k, v in dnsmos_scores(reference_wav, sr).items()})
+
+
 def _finite_mean(values) -> float | None:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     return float(v.mean()) if len(v) else None
 
 
-def summarise(rows: Sequence[dict], settings: dict | None = None, coverage: dict | None = None) -> dict:
+def _corpus(rows: Sequence[dict], prefix: str = "") -> tuple[float | None, float | None, list, list]:
+    """(corpus WER, corpus CER, per-clip word errors, per-clip reference words) over the clips with a WER."""
+    scored = [r for r in rows if math.isfinite(r.get(f"{prefix}wer", math.nan))]
+    words = sum(r["ref_words"] for r in scored)
+    with_cer = [r for r in scored if math.isfinite(r[f"{prefix}cer"])]
+    chars = sum(r["ref_chars"] for r in with_cer)
+    wer = sum(r[f"{prefix}word_errors"] for r in scored) / words if words else None
+    cer = sum(r[f"{prefix}char_errors"] for r in with_cer) / chars if chars else None
+    return wer, cer, [r[f"{prefix}word_errors"] for r in scored], [r["ref_words"] for r in scored]
+
+
+def _block(rows: Sequence[dict], keys: Sequence[str], n_boot: int) -> dict:
+    """{"means", "n_valid", "intervals"} of per-clip values (NaNs left out; None / [None, None] when missing)."""
+    def values(k):
+        return [r.get(k, math.nan) for r in rows]
+    return {"means": {k: _finite_mean(values(k)) for k in keys},
+            "n_valid": {k: sum(1 for v in values(k) if math.isfinite(v)) for k in keys},
+            "intervals": {k: [None if math.isnan(x) else x for x in mean_interval(values(k), n_boot)] for k in keys}}
+
+
+def summarise(rows: Sequence[dict], settings: dict | None = None, coverage: dict | None = None,
+              n_boot: int = 2000) -> dict:
     """Means over clips (NaNs left out; None when no clip has a value), the number of clips
     with a value per metric, and the corpus-level WER / CER over all words / characters
     (total edits / total reference length: what jiwer gives on the lists of texts) of the
-    clips that have a reference text and a hypothesis; `coverage` (check_coverage) as given."""
-    scored = [r for r in rows if math.isfinite(r["wer"])]
-    words = sum(r["ref_words"] for r in scored)
-    chars = sum(r["ref_chars"] for r in scored if math.isfinite(r["cer"]))
+    clips that have a reference text and a hypothesis; `coverage` (check_coverage) as given.
+    `intervals`: 95 % bootstrap intervals (n_boot resamples of clips, pipelines/intervals.py) of every
+    mean and of the corpus WER; `sync` (LSE-C / LSE-D of the generated audio and of the ground truth),
+    `speaker_similarity` and `ground_truth` (its own WER / CER and DNSMOS) with their means, counts and
+    intervals."""
+    wer, cer, errors, words_per_clip = _corpus(rows)
+    gt_wer, gt_cer, gt_errors, gt_words = _corpus(rows, "gt_")
+    words = sum(words_per_clip)
+    intervals = {k: [None if math.isnan(x) else x for x in mean_interval([r.get(k, math.nan) for r in rows], n_boot)]
+                 for k in INTERVAL_KEYS}
+    intervals["corpus_wer"] = [None if math.isnan(x) else x for x in ratio_interval(errors, words_per_clip, n_boot)]
+    intervals["gt_corpus_wer"] = [None if math.isnan(x) else x for x in ratio_interval(gt_errors, gt_words, n_boot)]
     return {
         "n_clips": len(rows),
         "coverage": dict(coverage) if coverage is not None else None,
-        "corpus_wer": sum(r["word_errors"] for r in scored) / words if words else None,
-        "corpus_cer": sum(r["char_errors"] for r in scored if math.isfinite(r["cer"])) / chars if chars else None,
+        "corpus_wer": wer,
+        "corpus_cer": cer,
         "n_words": int(words),
         "means": {m: _finite_mean(r[m] for r in rows) for m in METRICS},
         "n_valid": {m: sum(1 for r in rows if math.isfinite(r[m])) for m in METRICS},
         "dnsmos": {"means": {m: _finite_mean(r.get(m, math.nan) for r in rows) for m in DNSMOS_KEYS},
                    "n_valid": {m: sum(1 for r in rows if math.isfinite(r.get(m, math.nan))) for m in DNSMOS_KEYS}},
+        "sync": _block(rows, ("lse_c", "lse_d", "gt_lse_c", "gt_lse_d"), n_boot),
+        "speaker_similarity": _block(rows, ("speaker_sim",), n_boot),
+        "ground_truth": {"corpus_wer": gt_wer, "corpus_cer": gt_cer, **_block(rows, GT_KEYS, n_boot)},
+        "intervals": intervals,
+        "bootstrap": int(n_boot),
         "settings": dict(settings or {}),
     }
 
@@ -431,6 +501,21 @@ _TABLE = (("WER (%)", "corpus_wer", 100.0, 2), ("CER (%)", "corpus_cer", 100.0, 
           ("log-mel L1", "log_mel_l1", 1.0, 4), ("MCD (dB)", "mcd", 1.0, 3))
 _DNSMOS_TABLE = (("DNSMOS SIG", "dnsmos_sig"), ("DNSMOS BAK", "dnsmos_bak"), ("DNSMOS OVRL", "dnsmos_ovrl"),
                  ("DNSMOS P.808", "dnsmos_p808"))
+# rows shown only when some clip has a value: (label, summary block, key, scale, digits)
+_MODEL_TABLE = (("LSE-C ↑", "sync", "lse_c", 1.0, 3), ("LSE-D ↓", "sync", "lse_d", 1.0, 3),
+                ("LSE-C, ground truth", "sync", "gt_lse_c", 1.0, 3), ("LSE-D, ground truth", "sync", "gt_lse_d", 1.0, 3),
+                ("speaker similarity ↑", "speaker_similarity", "speaker_sim", 1.0, 4),
+                ("DNSMOS OVRL, ground truth", "ground_truth", "gt_dnsmos_ovrl", 1.0, 3))
+
+
+def with_interval(value: float | None, interval, scale: float = 1.0, digits: int = 3) -> str:
+    """`value [low, high]` (the interval left out when there is none), 'n/a' without a value."""
+    if value is None:
+        return "n/a"
+    text = f"{value * scale:.{digits}f}"
+    if interval and interval[0] is not None and interval[1] is not None:
+        text += f" [{interval[0] * scale:.{digits}f}, {interval[1] * scale:.{digits}f}]"
+    return text
 
 
 def markdown_table(summary: dict) -> str:
@@ -445,11 +530,29 @@ def markdown_table(summary: dict) -> str:
     for label, key in _DNSMOS_TABLE:
         if dn.get(key) is not None:
             lines.append(f"| {label} | {dn[key]:.3f} |")
-    rec = (summary.get("settings") or {}).get("recognizer")
+    intervals = summary.get("intervals") or {}
+    gt = summary.get("ground_truth") or {}
+    if gt.get("corpus_wer") is not None:
+        lines.append(f"| WER (%), ground truth | {with_interval(gt['corpus_wer'], intervals.get('gt_corpus_wer'), 100.0, 2)} |")
+    for label, block, key, scale, digits in _MODEL_TABLE:
+        v = ((summary.get(block) or {}).get("means") or {}).get(key)
+        if v is not None:
+            n = summary[block]["n_valid"][key]
+            count = "" if n == summary["n_clips"] else f" ({n} of {summary['n_clips']} clips)"
+            lines.append(f"| {label} | {with_interval(v, intervals.get(key), scale, digits)}{count} |")
+    settings = summary.get("settings") or {}
+    rec = settings.get("recognizer")
     if rec:
-        ckpt = summary["settings"].get("asr_ckpt")
+        ckpt = settings.get("asr_ckpt")
         lines.append(f"| recogniser | {rec}{f' ({ckpt})' if rec == 'asr' and ckpt else ''} |")
+        if settings.get("text_normalizer"):
+            lines.append(f"| text normaliser | {settings['text_normalizer']} |")
+    if settings.get("speaker_model"):
+        lines.append(f"| speaker model | {settings['speaker_model']} |")
     text = "\n".join(lines) + "\n"
+    if any("] |" in line or "] (" in line for line in lines):
+        text += (f"\n[low, high]: 95 % bootstrap interval ({summary.get('bootstrap', 2000)} resamples of clips, "
+                 "pipelines/intervals.py)\n")
     if summary.get("recognizer_warning"):
         text += f"\nwarning: {summary['recognizer_warning']}\n"
     return text
@@ -499,9 +602,13 @@ def check_extra_metrics(names) -> list[str]:
         if n.lower() == "dnsmos":
             raise LipVoicerError("evaluate.extra_metrics: 'dnsmos' is built in now: it is on by default "
                                  "(evaluate.dnsmos=true); remove it from evaluate.extra_metrics")
+        if n.lower() in ("lse", "lse_c", "lse_d", "syncnet"):
+            raise LipVoicerError(f"evaluate.extra_metrics: '{n}' has its own key: LSE-C / LSE-D are scored with "
+                                 "evaluate.lse=auto|true (SyncNet weights: python download_checkpoints.py --only "
+                                 "syncnet_v2); remove it from evaluate.extra_metrics")
         if n.lower() not in EXTRA_METRICS:
             raise LipVoicerError(f"evaluate.extra_metrics: unknown metric '{n}' (available: "
-                                 f"{', '.join(EXTRA_METRICS) or 'none; DNSMOS and LSE are not implemented'})")
+                                 f"{', '.join(EXTRA_METRICS) or 'none; DNSMOS, LSE-C / LSE-D and speaker similarity have their own keys: evaluate.dnsmos, evaluate.lse, evaluate.speaker_model'})")
     return names
 
 
@@ -523,15 +630,60 @@ def guidance_warning(cfg, recognizer) -> str | None:
             "guidance by construction; use an independent one, e.g. evaluate.recognizer=hf:openai/whisper-small")
 
 
-def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
+def text_normaliser(recognizer) -> tuple[Callable[[str], str] | None, str | None]:
+    """(function, name) of the text normaliser WER / CER use with this recogniser: its own (`text_normalizer`,
+    e.g. Whisper's English normaliser for a Whisper model), else the project's (dataloaders/text.py)."""
+    if recognizer is None:
+        return None, None
+    own = getattr(recognizer, "text_normalizer", None)
+    if own is not None:
+        return own, str(getattr(recognizer, "text_normalizer_name", "the recogniser's own"))
+    return None, "project (dataloaders/text.py: lower case, markers and punctuation removed, numbers as words)"
+
+
+def build_speaker_model(cfg, device=None):
+    """The speaker-similarity model of evaluate.speaker_model (None when unset)."""
+    ev = cfg["evaluate"]
+    spec = ev.get("speaker_model")
+    if not spec:
+        return None
+    device = torch.device(device) if device is not None else resolve_device(ev.get("device", "auto"))
+    return build_speaker_similarity(str(spec), int(audio_params(cfg["audio"])["sampling_rate"]), device)
+
+
+TABLES = ("default", "paper")
+
+
+def table_kind(ev) -> str:
+    """evaluate.table: default | paper (one-line error otherwise)."""
+    kind = str(ev.get("table") or "default").lower()
+    if kind not in TABLES:
+        raise LipVoicerError(f"evaluate.table={ev.get('table')}: use default or paper (LipVoicer's columns with "
+                             "intervals, for the generated audio and the ground truth)")
+    return kind
+
+
+def scores_ground_truth(ev) -> bool:
+    """evaluate.score_ground_truth, or a paper table (whose ground-truth row needs it)."""
+    return bool(ev.get("score_ground_truth", False)) or table_kind(ev) == "paper"
+
+
+def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET, sync=_UNSET, speaker=_UNSET,
+                   stoi_net: Callable[[np.ndarray], float] | None = None) -> dict:
     """Score evaluate.generated_dir; writes the three output files and returns the summary
     (with `rows` (per-clip dicts), `outputs` (paths) and `table` (Markdown) added).
 
     recognizer: a callable wavs -> texts to use instead of the configured one; None turns WER /
-    CER off; left out, evaluate.recognizer decides (build_recognizer).
+    CER off; left out, evaluate.recognizer decides (build_recognizer). sync (pipelines/clip_sync.ClipSync)
+    and speaker (a callable (generated wav, ground-truth wav) -> similarity): likewise, for LSE-C / LSE-D
+    (evaluate.lse) and speaker similarity (evaluate.speaker_model); None turns them off. stoi_net: a
+    non-intrusive intelligibility model (a callable wav -> score, e.g. a STOI-Net) scoring each generated (and,
+    with evaluate.score_ground_truth, ground-truth) wav; the paper table then shows it instead of intrusive STOI.
+    With evaluate.table=paper, also paper_table.md / .json (pipelines/paper_table.py).
     """
     ev = cfg["evaluate"]
     check_extra_metrics(ev.get("extra_metrics"))
+    table = table_kind(ev)
     if ev.get("generated_dir"):
         gen_dir = Path(str(ev["generated_dir"]))
     else:  # the folder inference_full_test_split.py writes for the same generate.* settings
@@ -547,6 +699,12 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
     coverage = check_coverage(cfg, gen_dir, clips)
     if recognizer is _UNSET:
         recognizer = build_recognizer(cfg)
+    if sync is _UNSET:
+        sync = build_clip_sync(cfg, ground_truth_dirs(cfg, "video"), resolve_device(ev.get("device", "auto")))
+    if speaker is _UNSET:
+        speaker = build_speaker_model(cfg)
+    normalizer, normalizer_name = text_normaliser(recognizer)
+    score_gt = scores_ground_truth(ev)
     audio = audio_params(cfg["audio"])
     sr = int(audio["sampling_rate"])
     no_text = [c.video_id for c in clips if c.reference is None]
@@ -567,19 +725,32 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
             chunk = clips[s:s + batch]
             gens = [read_wav(c.wav, sr) for c in chunk]
             gts = [read_wav(c.gt_wav, sr) for c in chunk]
-            hyps = [None] * len(chunk)
+            hyps = gt_hyps = [None] * len(chunk)
             if recognizer is not None and from_mels:
                 hyps = list(recognizer.recognize_mels([generated_mel(c.wav, audio) for c in chunk]))
             elif recognizer is not None:
                 hyps = list(recognizer(gens))
                 if len(hyps) != len(chunk):
                     raise RuntimeError(f"recogniser returned {len(hyps)} texts for {len(chunk)} wavs")
-            for c, g, t, h in zip(chunk, gens, gts, hyps):
+            if recognizer is not None and score_gt:
+                gt_hyps = list(recognizer(gts))
+            for c, g, t, h, gh in zip(chunk, gens, gts, hyps, gt_hyps):
                 row = {"video_id": c.video_id,
-                       **clip_metrics(g, t, c.reference, h, audio, int(ev.get("mcd_coeffs", 13)), use_dnsmos)}
+                       **clip_metrics(g, t, c.reference, h, audio, int(ev.get("mcd_coeffs", 13)), use_dnsmos,
+                                      normalizer)}
                 if math.isnan(row["pesq"]):
                     log.warning("%s: PESQ could not be computed (silent or too short audio); recorded as NaN",
                                 c.video_id)
+                if score_gt:
+                    ground_truth_metrics(row, t, gh, sr, use_dnsmos, normalizer)
+                if sync is not None:
+                    row.update(sync(c.video_id, g, t))
+                if speaker is not None:
+                    row["speaker_sim"] = speaker(g, t)
+                if stoi_net is not None:
+                    row["stoi_net"] = float(stoi_net(g))
+                    if score_gt:
+                        row["gt_stoi_net"] = float(stoi_net(t))
                 rows.append(row)
                 bar.update(1)
 
@@ -594,6 +765,10 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
         "sampling_rate": sr,
         "mcd_coeffs": int(ev.get("mcd_coeffs", 13)),
         "dnsmos": "speechmos DNSMOS P.835 (sig_bak_ovr.onnx) + P.808 (model_v8.onnx)" if use_dnsmos else None,
+        "text_normalizer": normalizer_name,
+        "speaker_model": None if speaker is None else getattr(speaker, "name", type(speaker).__name__),
+        "lse": None if sync is None else sync.settings(),
+        "score_ground_truth": score_gt,
         "n_generated": len(generated),
         "n_matched": len(clips),
         "n_skipped": len(skipped),
@@ -603,11 +778,19 @@ def run_evaluation(cfg, recognizer: Recognizer | None = _UNSET) -> dict:
         settings.update(asr_ckpt=str(asr_checkpoint(cfg)), tokenizer=str(ev["tokenizer"]),
                         decoder=str(ev.get("decoder")), beam_lm=bool(ev.get("beam_lm", True)),
                         device=str(recognizer.device))
-    summary = summarise(rows, settings, coverage)
+    summary = summarise(rows, settings, coverage, int(ev.get("bootstrap", 2000)))
     warning = guidance_warning(cfg, recognizer)
     if warning:
         log.warning("%s", warning)
         summary["recognizer_warning"] = warning
     out_dir = Path(str(ev.get("out_dir") or gen_dir))
     outputs = write_outputs(rows, summary, out_dir)
-    return {**summary, "rows": rows, "outputs": outputs, "table": markdown_table(summary)}
+    text = markdown_table(summary)
+    if table == "paper":
+        from pipelines.paper_table import write_paper_table
+
+        paper = write_paper_table({gen_dir.name or str(gen_dir): rows}, out_dir, int(ev.get("bootstrap", 2000)),
+                                  settings["recognizer"], normalizer_name)
+        outputs.update(paper["outputs"])
+        text += "\n" + paper["table"]
+    return {**summary, "rows": rows, "outputs": outputs, "table": text}

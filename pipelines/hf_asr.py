@@ -5,6 +5,13 @@ local folder written by `save_pretrained` (a model plus its processor). CTC mode
 HuBERT, ...) are decoded greedily; sequence-to-sequence models (Whisper, ...) by `generate`
 (Whisper in English transcription mode). Hub weights are fetched into the Hugging Face cache on
 first use; offline, point it at a folder saved with `save_pretrained`.
+
+Text normalisation before WER / CER: a Whisper model brings Whisper's own English normaliser (the
+`EnglishTextNormalizer` of transformers, as OpenAI's and the papers' Whisper WERs use it: lower case,
+bracketed and filler words removed, contractions and British spellings standardised (the
+`normalizer.json` list of the model's tokenizer), numbers written as digits), applied to reference and
+hypothesis alike (`text_normalizer`); other models leave it to the project's normaliser
+(dataloaders/text.py). WERs under different normalisers are not comparable.
 """
 from __future__ import annotations
 
@@ -68,6 +75,7 @@ class HFRecognizer:
         self.model_rate = int(getattr(fe, "sampling_rate", 16000))
         self.batch_size = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens)
+        self.text_normalizer, self.text_normalizer_name = whisper_normaliser(model, processor, name)
 
     def _prepare(self, wav: np.ndarray) -> np.ndarray:
         x = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -103,6 +111,23 @@ class HFRecognizer:
             for i, t in zip(idx, self._batch([xs[i] for i in idx])):
                 texts[i] = t
         return texts
+
+
+def whisper_normaliser(model, processor, name: str):
+    """(normaliser, its name) for a Whisper model: transformers' EnglishTextNormalizer with the tokenizer's
+    British-American spelling list (normalizer.json); (None, None) for other models. A Whisper tokenizer
+    without the list still normalises (a warning says the spellings are left as they are)."""
+    if getattr(getattr(model, "config", None), "model_type", "") != "whisper":
+        return None, None
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    spelling = getattr(getattr(processor, "tokenizer", processor), "english_spelling_normalizer", None)
+    label = "Whisper EnglishTextNormalizer (transformers)"
+    if spelling is None:
+        log.warning("%s: the tokenizer has no normalizer.json (British-American spellings); Whisper's English "
+                    "normaliser runs without it", name)
+        spelling, label = {}, label + " without its spelling list"
+    return EnglishTextNormalizer(spelling), label
 
 
 def build_hf_recognizer(spec: str, sampling_rate: int, device, batch_size: int = 1) -> HFRecognizer:

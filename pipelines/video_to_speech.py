@@ -50,6 +50,7 @@ from dataloaders.video_io.mux import mux_audio, mux_plan
 from dataloaders.video_io.probe import probe_video
 from models.vsr.reader import load_lip_reader
 from pipelines.generation import GenerationCore, clip_generator, generation_files
+from pipelines.segment_sync import add_segment_sync, prepare_segment_sync
 from pipelines.segment_texts import apply_texts, needs_lip_reading, text_plan
 from pipelines.settings import check_generation_settings
 from pipelines.soundtrack import Piece, assemble
@@ -351,6 +352,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
         raise LipVoicerError(f"{DLIB_INSTALL}, or set generate.face_checks=false")
     texts = text_plan(cfg)            # a bad subtitle file stops here
     generation_files(cfg, lip_reading=needs_lip_reading(texts))
+    sync = prepare_segment_sync(cfg, device)  # LSE-C / LSE-D per segment (syncnet.video_report): weights checked now
     model_set = resolve_model_set(cfg)   # checked by generation_files; its one-line notice now
     if model_set is not None:
         log.warning("%s", notice(model_set))
@@ -432,6 +434,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
             "files": files,
             "command": " ".join(sys.argv),
         }
+        add_segment_sync(report, sync, video_path, video, audio_np, fps, float(gen["max_seconds"]))
         files["report"] = f"{name}.json"
         (tmp_dir / files["report"]).write_text(json.dumps(report, indent=2) + "\n")
         publish_dir(tmp_dir, final_dir)

@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- per-clip scores
 def read_rows(csv_path: Path) -> list[dict]:
     """metrics_per_clip.csv -> rows with numbers as floats (what pipelines.evaluation.summarise takes)."""
-    from pipelines.evaluation import CSV_COLUMNS
+    from pipelines.evaluation import CSV_COLUMNS, TEXT_COLUMNS
 
-    text_cols = {"video_id", "reference", "hypothesis"}
+    text_cols = set(TEXT_COLUMNS)
     rows = []
     with csv_path.open() as f:
         for r in csv.DictReader(f):

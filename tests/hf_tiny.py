@@ -30,8 +30,11 @@ def tiny_wav2vec2(folder: Path) -> Path:
     return folder
 
 
-def tiny_whisper(folder: Path) -> Path:
-    """A 1+1-layer WhisperForConditionalGeneration with a byte-level BPE of single letters, saved in `folder`."""
+def tiny_whisper(folder: Path, multilingual: bool = False, spelling: dict | None = None) -> Path:
+    """A 1+1-layer WhisperForConditionalGeneration with a byte-level BPE of single letters, saved in `folder`.
+    multilingual: its generation config is a multilingual one's (language and task tokens: Whisper-large-v3's
+    kind, which generate() must be told to read English with); spelling: a normalizer.json (British-American
+    spellings) written beside the tokenizer, as the Hub's Whisper tokenizers have one."""
     import torch
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
@@ -50,12 +53,37 @@ def tiny_whisper(folder: Path) -> Path:
     torch.manual_seed(0)
     cfg = WhisperConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                        num_mel_bins=80, max_source_positions=1500, max_target_positions=64,
+                        num_mel_bins=80, max_source_positions=1500, max_target_positions=24,
                         pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
                         suppress_tokens=[], begin_suppress_tokens=[])
     model = WhisperForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot,
-                                               bos_token_id=eot, max_length=64)
+                                               bos_token_id=eot, max_length=24)
+    if multilingual:
+        gc = model.generation_config
+        gc.is_multilingual, gc.lang_to_id = True, {"<|en|>": vocab["<|en|>"]}
+        gc.task_to_id, gc.no_timestamps_token_id = {"transcribe": vocab["<|transcribe|>"]}, vocab["<|notimestamps|>"]
     model.save_pretrained(folder)
     WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(folder)
+    if spelling is not None:
+        (folder / "normalizer.json").write_text(json.dumps(spelling))
+    return folder
+
+
+def tiny_wavlm_sv(folder: Path) -> Path:
+    """A 1-layer WavLMForXVector (a speaker-verification x-vector head, 8-d embeddings) and its feature
+    extractor, saved in `folder`."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfg = WavLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                      conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                      num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
+                      tdnn_dim=(8, 8, 8), tdnn_kernel=(3, 3, 1), tdnn_dilation=(1, 2, 1), xvector_output_dim=8,
+                      do_stable_layer_norm=True, feat_extract_norm="layer")
+    WavLMForXVector(cfg).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
     return folder

@@ -406,7 +406,10 @@ def test_published_table_covers_spec_and_matches_config_paths():
     assert table["vsr_lrs3"].members == ("model.pth", "model.json")
     assert table["vsr_units"].lines == 5047 and table["mean_face"].shape == (68, 2)
     assert all(a.url.startswith("https://raw.githubusercontent.com/mpc001/Visual_Speech_Recognition_for_Multiple_"
-                                "Languages/") for a in table.values() if a.source == "url")
+                                "Languages/") for a in table.values() if a.source == "url" and a.name != "syncnet_v2")
+    # SyncNet's weights (LSE-C / LSE-D, evaluation only) come from VGG's lip-sync page, as syncnet_python fetches them
+    assert table["syncnet_v2"].url == "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+    assert asset_path(cfg, "syncnet_v2") == Path(str(cfg.syncnet.ckpt)) and not table["syncnet_v2"].default
 
 
 def test_mean_face_copy_passes_the_check():
