@@ -10,7 +10,7 @@ over from one clip to the next (PocketSphinx adapts its cepstral mean between ut
     listener = SphinxListener(slots)                 # slots: per position, the words it may hold
     text = listener(wav, sr)                         # "bat fan pail dug ..."
     rows = listen(listener, {"clip": (wav_path, "reference text")})
-    wer, (lo, hi) = corpus_wer_ci(rows)              # corpus WER with a bootstrap 95 % interval over clips
+    wer, (lo, hi) = corpus_wer_ci(rows)              # corpus WER, 95 % bootstrap interval over clips (pipelines/intervals.py)
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipelines.intervals import ratio_interval
 from utils.errors import LipVoicerError
 
 POCKETSPHINX_INSTALL = "the independent listener needs PocketSphinx: pip install pocketsphinx==5.1.1"
@@ -112,23 +113,12 @@ def listen(listener, clips: dict[str, tuple[Path, str]]) -> list[dict]:
     return rows
 
 
-def bootstrap_ci(values: Sequence, statistic, n_resamples: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """The percentile bootstrap interval of statistic(sample) over resamples of the items (clips)."""
-    items = list(values)
-    if not items:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = [statistic([items[i] for i in rng.integers(0, len(items), len(items))]) for _ in range(n_resamples)]
-    lo, hi = np.percentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
-
-
 def corpus_wer(rows: Sequence[dict]) -> float:
     words = sum(r["words"] for r in rows)
     return sum(r["errors"] for r in rows) / words if words else float("nan")
 
 
 def corpus_wer_ci(rows: Sequence[dict], **kw) -> tuple[float, tuple[float, float]]:
-    """Corpus WER (errors over reference words) and its bootstrap 95 % interval over clips."""
-    return corpus_wer(rows), bootstrap_ci(rows, corpus_wer, **kw)
+    """Corpus WER (errors over reference words) and its bootstrap 95 % interval over clips
+    (pipelines/intervals.py, as evaluate.py's summaries)."""
+    return corpus_wer(rows), ratio_interval([r["errors"] for r in rows], [r["words"] for r in rows], **kw)

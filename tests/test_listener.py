@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.listener import bootstrap_ci, corpus_wer_ci, grammar_text, listen, listener_available
+from pipelines.listener import corpus_wer_ci, grammar_text, listen, listener_available
 from tests.helpers import REPO_ROOT
 from utils.errors import LipVoicerError
 
@@ -77,4 +77,4 @@ def test_bootstrap_interval():
     wer, (lo, hi) = corpus_wer_ci(rows, seed=1)
     assert wer == pytest.approx(13 / 48) and lo < wer < hi
     assert (lo, hi) == corpus_wer_ci(rows, seed=1)[1]          # seeded: the same interval again
-    assert bootstrap_ci([1.0] * 5, np.mean) == (1.0, 1.0)
+    assert corpus_wer_ci([{"errors": 1, "words": 6}] * 5)[1] == pytest.approx((1 / 6, 1 / 6))
