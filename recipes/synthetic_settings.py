@@ -43,10 +43,11 @@ MELGEN_SIZES = {"full": ["melgen=published"], "small": ["melgen=small"], "cpu": 
                 "mini": ["melgen=mini"], "tiny": ["melgen=tiny"]}
 # Settings every script of a size gets (before the user's overrides): the cpu recipe uses a 50-step
 # diffusion (beta up to 0.2: alpha_bar_T = 0.004) with guidance from t = 35 down, each step's clean-mel
-# estimate clamped to the data range (a guard: early checkpoints' samples leave it; the final one's do not), and
-# 128-pixel frames.
+# estimate clamped to the data range (a guard: early checkpoints' samples leave it; the final one's do not), the
+# ASR guidance weight fading with t (w_asr (t / 35)^3: what an independent listener heard best,
+# docs/synthetic.md), and 128-pixel frames.
 SIZE_EXTRA = {"cpu": ["diffusion.T=50", "diffusion.beta_T=0.2", "generate.asr_start=35", "generate.clip_x0=[-1,1.2]",
-                      "prep.synthetic.frame_size=128"]}
+                      "generate.asr_weight_power=3", "prep.synthetic.frame_size=128"]}
 ASR_SIZES = {
     "full": [],
     "cpu": ["asr.stem_filters=32", "asr.dims=[64,96,128]", "asr.num_blocks=[2,2,2]", "asr.step_embed_dim_mid=256",
