@@ -114,6 +114,8 @@ def main(argv=None):
     ap.add_argument("--w-video", type=float, default=2.0)
     ap.add_argument("--w-asr", type=float, default=1.5, help="0 = no ASR guidance")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs before the timed ones (0: none, for smoke runs whose times mean nothing)")
     ap.add_argument("--ref-clips", type=int, default=1, help="clips the reference path is timed on (scaled to --batch)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference path")
     ap.add_argument("--melgen-ckpt", default=None)
@@ -154,7 +156,7 @@ def main(argv=None):
                                                   w_asr=args.w_asr, asr_start=asr_start, grad_fn=gf,
                                                   x_T=x_T_ref[i], step_noise=SeededNoise((1, 80, length), 100 + i,
                                                                                          device, T - 1))
-        r = time_call(reference, device, args.repeats, warmup=1)
+        r = time_call(reference, device, args.repeats, warmup=args.warmup)
         ref_s = r["median_s"] * b / n_ref
         name = "reference (fp32, features every step, cond/uncond separate)"
         if n_ref < b:
@@ -182,7 +184,7 @@ def main(argv=None):
         def run():
             g = torch.Generator(device=device).manual_seed(0)  # the same noise on every call and in every row
             out["x"] = sampler.sample(fast, mouth, face, grad_fn=grad_fn, generator=g)
-        r = time_call(run, device, args.repeats, warmup=1)
+        r = time_call(run, device, args.repeats, warmup=args.warmup)
         outputs[(name, n)] = out["x"]
         row = {"path": name, "steps": n, "median_s": r["median_s"],
                "speedup": ref_s / r["median_s"] if ref_s else None, "peak_gib": r["peak_gib"]}

@@ -56,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20, help="timed iterations per repeat")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs before the timed ones (0: none, for smoke runs whose times mean nothing)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile on the optimized step")
     ap.add_argument("--data-root", default=None, help="corpus in the LRS3 layout: also time loading from disk")
     ap.add_argument("--workers", type=int, default=8)
@@ -75,7 +77,7 @@ def main(argv=None):
         net = torch.compile(model) if comp else model
         opt = torch.optim.Adam(model.parameters(), lr=2e-4)
         step = make_step(net, opt, sch, random_batch(cfg, args.batch, device), bf16, device)
-        r = time_call(lambda: [step() for _ in range(args.iters)], device, args.repeats, warmup=1)
+        r = time_call(lambda: [step() for _ in range(args.iters)], device, args.repeats, warmup=args.warmup)
         sps = args.batch * args.iters / r["median_s"]
         base = base or sps
         rows.append({"path": name, "samples_per_s": sps, "speedup": sps / base, "peak_gib": r["peak_gib"]})
@@ -93,7 +95,7 @@ def main(argv=None):
             for _ in range(args.iters):
                 b = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
                 make_step(model, opt, sch, b, True, device)()
-        r = time_call(loaded_steps, device, args.repeats, warmup=1)
+        r = time_call(loaded_steps, device, args.repeats, warmup=args.warmup)
         sps = args.batch * args.iters / r["median_s"]
         rows.append({"path": f"optimized + data from disk ({args.workers} workers)", "samples_per_s": sps,
                      "speedup": sps / base, "peak_gib": r["peak_gib"]})

@@ -42,7 +42,8 @@ CORPUS="$OUT/corpus"
 $PY benchmarks/bench_corpus.py "$CORPUS" --clips $([ $TINY = 1 ] && echo 4 || echo 64)
 
 if [ $TINY = 1 ]; then
-  S="--tiny --device cpu --repeats 1 --T 8 --steps 3"
+  # tiny: every stage once, no warm-up run (its times mean nothing; tests/test_gpu_check.py runs this)
+  S="--tiny --device cpu --repeats 1 --warmup 0 --T 8 --steps 3"
   echo "== sampling (tiny)"
   $PY benchmarks/bench_sampling.py $S --seconds 0.4 --batch 1 --out "$OUT/sampling_1x3s.json"
   $PY benchmarks/bench_sampling.py $S --seconds 0.8 --batch 1 --no-reference --out "$OUT/sampling_1x8s.json"
@@ -51,7 +52,7 @@ if [ $TINY = 1 ]; then
   $PY benchmarks/bench_buckets.py --device cpu --model tiny --T 4 --repeats 1 --seconds 0.3 --bucket 10 \
       --out "$OUT/buckets.json"
   echo "== training (tiny)"
-  $PY benchmarks/bench_train.py --tiny --device cpu --iters 1 --repeats 1 --batch 2 --workers 0 \
+  $PY benchmarks/bench_train.py --tiny --device cpu --iters 1 --repeats 1 --warmup 0 --batch 2 --workers 0 \
       --data-root "$CORPUS" --out "$OUT/train.json"
 else
   S="--device cuda --repeats 2 --steps 25"

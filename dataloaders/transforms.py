@@ -12,7 +12,6 @@ import random
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +35,9 @@ def mouth_to_tensor(crops: np.ndarray, video_cfg, train: bool, rng: random.Rando
 def face_to_tensor(frame: np.ndarray, video_cfg, train: bool, rng: random.Random | None = None) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> (3, S, S): short side resized to S (224), centre square, ImageNet
     normalisation; in training a random horizontal flip and brightness/colour jitter."""
+    import torchvision.transforms.v2.functional as TF   # here, not above: importing torchvision takes 1.3 s
+                                                        # (it loads torch._dynamo), which scripts that never
+                                                        # make a face tensor (evaluate.py, an error) need not pay
     size = int(video_cfg["face_size"])
     img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
     img = TF.resize(img, size, antialias=True)

@@ -15,6 +15,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_MELGEN = ["melgen=tiny"]
 
 
+def free_port() -> int:
+    """A TCP port no process listens on now, for torchrun's --master_port: a fixed number clashes when two test
+    runs share a machine (the second rendezvous waits for the first until its timeout)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def compose_cfg(overrides: list[str] | None = None):
     """The project's Hydra config with overrides, as a script would see it."""
     from utils.config import compose_config

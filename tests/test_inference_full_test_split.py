@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import compose_cfg, run_script_in_process
+from tests.helpers import compose_cfg, free_port, run_script_in_process
 from tests.parity_utils import REPO_ROOT
 from tests.tiny_generation import generation_overrides, make_synthetic_clips, make_tiny_assets
 from utils.errors import LipVoicerError
@@ -161,7 +161,7 @@ def test_two_ranks_produce_every_clip_once_and_evaluate(prepared, tmp_path):
     _, assets, corpus = prepared
     args = _overrides(assets, corpus, tmp_path, "generate.w_asr=0", "generate.save_video=true",
                       f"hydra.run.dir={tmp_path / 'h'}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "inference_full_test_split.py", *args]
     r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 
 from dataloaders.synthetic import espeak
 
-pytestmark = pytest.mark.skipif(not espeak.available(), reason="espeak-ng is not installed")
+pytestmark = [pytest.mark.skipif(not espeak.available(), reason="espeak-ng is not installed"), pytest.mark.espeak_words]
 
 
 def _syn(n_clips=12):

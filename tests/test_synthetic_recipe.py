@@ -164,6 +164,7 @@ def _run_script_in_process(s, args, what, threads=None):
         sys.argv = old_argv
 
 
+@pytest.mark.espeak_words   # its corpus is the homophene grammar's
 def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     """The recipe's command line and every stage, with the smallest settings and each script run in-process
     (the default-run counterpart of the slow test above), on the homophene grammar with audio-only

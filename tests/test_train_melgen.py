@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, compose_cfg, tiny_overrides
+from tests.helpers import REPO_ROOT, compose_cfg, free_port, tiny_overrides
 from trainers.melgen import experiment_dir, train
 from trainers.base import find_latest_iteration, list_checkpoints, resolve_num_workers
 from utils.errors import LipVoicerError
@@ -82,7 +82,7 @@ def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
     """DistributedDataParallel over 2 CPU processes (gloo): rank 0 writes the checkpoints, resume works."""
     args = tiny_overrides(tiny_corpus, tmp_path, ["train.n_iters=2", "train.iters_per_ckpt=2",
                                                   f"hydra.run.dir={tmp_path / 'h'}"])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "train_melgen.py", *args]
     r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from models.hifigan.generator import load_hifigan, vocode
 from models.hifigan.discriminators import (build_discriminators, discriminator_loss, feature_matching_loss,
                                            generator_adversarial_loss, mel_l1_loss)
-from tests.helpers import REPO_ROOT, compose_cfg
+from tests.helpers import REPO_ROOT, compose_cfg, free_port
 from utils.errors import LipVoicerError
 from dataloaders.vocoder_dataset import VocoderSegmentDataset, list_training_wavs
 from trainers.vocoder import experiment_dir, list_vocoder_checkpoints, train
@@ -201,7 +201,7 @@ def test_command_line_errors_are_one_line(tmp_path):
 def test_torchrun_two_processes_on_cpu(tiny_corpus, tmp_path):
     args = tiny_overrides(tiny_corpus, tmp_path, ["vocoder_train.n_iters=2", "vocoder_train.iters_per_ckpt=2",
                                                   "vocoder_train.max_minutes=30", f"hydra.run.dir={tmp_path / 'h'}"])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "train_vocoder.py", *args]
     r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

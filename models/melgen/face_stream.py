@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    # torchvision is imported when a face stream is built, not with this module: importing it takes 1.3 s (it
+    # loads torch._dynamo), which the scripts that import MelGen's module without building one need not pay
+    from torchvision.models.resnet import BasicBlock
+
     down = None
     if stride != 1 or cin != cout:
         down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
