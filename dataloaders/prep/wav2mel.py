@@ -6,6 +6,7 @@ temporary name and renamed; unreadable files are logged, counted and skipped.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -57,6 +58,7 @@ def convert_tree(audios_dir, audio_cfg: dict, num_workers: int | str = "auto",
     # log lines are printed above the bar, not glued to it; die_with_parent: no worker outlives a killed job
     with logging_redirect_tqdm(), tqdm(total=len(todo), desc="wav -> mel", unit="file", dynamic_ncols=True) as bar:
         if num_workers > 1 and len(todo) > 1:
+            gc.collect()  # no PyAV garbage for the forked workers to free (its slice threads are not theirs: a hang)
             with ProcessPoolExecutor(min(num_workers, len(todo)), initializer=die_with_parent,
                                      initargs=(os.getpid(),)) as pool:
                 results = pool.map(convert_one, map(str, todo), [audio_cfg] * len(todo), chunksize=8)

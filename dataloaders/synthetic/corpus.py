@@ -34,6 +34,7 @@ of 128; other sizes differ in x264's decisions by a few grey levels).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -537,6 +538,9 @@ def _run_all(fn, todo: list, args: tuple, workers: int, desc: str, progress: boo
     failed = 0
     bar = tqdm(total=len(todo), desc=desc, unit="clip", dynamic_ncols=True, disable=not progress)
     if workers > 1 and len(todo) > 1:
+        # decoded PyAV frames linger in reference cycles until the next garbage collection; a forked worker
+        # that collects them frees their scaler's slice threads, which do not exist in the child: it hangs
+        gc.collect()
         with ProcessPoolExecutor(min(workers, len(todo))) as pool:
             results = pool.map(fn, todo, *[[a] * len(todo) for a in args], chunksize=8)
             for _, err in results:
