@@ -170,6 +170,9 @@ def test_lip_activity_and_speech_runs():
     assert speech_runs(np.r_[[np.nan] * 5, [0.05] * 30], 0.02, 25, 12) == [(0, 35, True)]
     assert speech_runs(np.full(30, np.nan), 0.02, 25, 12) == [(0, 30, True)]
     assert np.isnan(lip_activity(np.full(30, np.nan))).all()
+    # a stretch shorter than the window keeps its length (found in a 10-frame segment: 25 values came back)
+    short = lip_activity(talk[:10])
+    assert short.shape == (10,) and np.isfinite(short).all() and np.allclose(short[5], np.std(talk[:10]), atol=1e-6)
 
 
 def test_speakers_by_identity_descriptor():

@@ -34,14 +34,19 @@ def track_lips(track, start: int, stop: int) -> np.ndarray:
 
 def lip_activity(lips: np.ndarray, window: int = WINDOW) -> np.ndarray:
     """(len(lips),) float32: the standard deviation of the known openings in the `window` frames centred on
-    each frame (NaN where fewer than MIN_KNOWN of them are known)."""
+    each frame (NaN where fewer than MIN_KNOWN of them are known, or than all frames of a shorter stretch)."""
     x = np.asarray(lips, np.float64)
     known = np.isfinite(x)
     v = np.where(known, x, 0.0)
-    kernel = np.ones(int(window))
-    n = np.convolve(known.astype(np.float64), kernel, mode="same")
-    s1 = np.convolve(v, kernel, mode="same")
-    s2 = np.convolve(v * v, kernel, mode="same")
+    half = int(window) // 2
+
+    def window_sums(a: np.ndarray) -> np.ndarray:   # sum over [i - half, i + half] at each i (any length)
+        c = np.concatenate([[0.0], np.cumsum(np.pad(a, (half, half)))])
+        return c[2 * half + 1:] - c[:len(a)]
+
+    n = window_sums(known.astype(np.float64))
+    s1 = window_sums(v)
+    s2 = window_sums(v * v)
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0)
     out = np.sqrt(var)
