@@ -30,8 +30,8 @@ from recipes.synthetic_conditions import (GROUND_TRUTH, SUBSTITUTIONS, Generatio
                                           generated_ids, generation_overrides, run_dir_of, sampler_conditions,
                                           start_sweep)
 from recipes.synthetic_model_set import NAME, export_model_set
-from recipes.synthetic_scoring import (best_weight, chance_wer, flat_scores, guidance_asr_wer, homophene_words,
-                                       subset_summary, substitution_following, sweep_ids, weight_results)
+from recipes.synthetic_scoring import (CORPUS_AUDIO, best_weight, chance_wer, flat_scores, guidance_asr_wer, homophene_words,
+                                       read_listener, subset_summary, substitution_following, sweep_ids, weight_results)
 from recipes.synthetic_settings import RecipeSettings, corpus_overrides, newest, stage_times
 from recipes.synthetic_training import iterations_reached, wall_seconds
 from utils.files import atomic_text
@@ -134,6 +134,7 @@ def write_full_report(s: RecipeSettings) -> dict:
     times = GenerationClock(s.work_dir / "generation_seconds.json").read()
     res = s.work_dir / "results"
 
+    heard = read_listener(s)
     by_condition = {}
     for name in (GROUND_TRUTH, *(c.name for c in main)):
         row = flat_scores(_summary(s, name))
@@ -146,6 +147,8 @@ def write_full_report(s: RecipeSettings) -> dict:
         subs = s.texts_dir(name) / SUBSTITUTIONS
         if subs.is_file():
             row["substituted_words"] = substitution_following(res / name / "metrics_per_clip.csv", subs)
+        if name in heard:
+            row["listener"] = heard[name]
         by_condition[name] = row
 
     sweep, samplers = [], []
@@ -191,6 +194,8 @@ def write_full_report(s: RecipeSettings) -> dict:
         "guidance_asr_wer": (guidance_asr_wer(cfg, str(asr[1]), str(s.tokenizer),
                                                  t_values=(T // 5, T // 2, 4 * T // 5)) if asr else None),
         "conditions": by_condition,
+        "listener_corpus_audio": heard.get(CORPUS_AUDIO),
+        "listener_extra_conditions": {k: v for k, v in heard.items() if k not in by_condition and k != CORPUS_AUDIO},
         "sweep": sweep,
         "samplers": samplers,
         "generation_seconds_note": next(iter(times.values()), {}).get("note"),

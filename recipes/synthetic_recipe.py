@@ -7,6 +7,7 @@ the module that holds each (each module imports only those above it; docs/synthe
   synthetic_settings.py    RecipeSettings, the model sizes, running a script, stage times
   synthetic_training.py    corpus, prep, tokenizer, judge, asr, melgen, vocoder
   synthetic_conditions.py  texts, generate          (the conditions: no guidance, true / corrupted text, sweeps)
+  synthetic_listening.py   listen                   (the independent listener on every condition)
   synthetic_scoring.py     evaluate, sweep          (the judge, the guidance ASR, chance; results.md)
   synthetic_model_set.py                            (the trained models as a shipped model set)
   synthetic_publish.py     report                   (results_full.json; --publish: docs/ and the model set)
@@ -21,7 +22,8 @@ from __future__ import annotations
 import logging
 import time
 
-from recipes import synthetic_conditions, synthetic_publish, synthetic_scoring, synthetic_training
+from recipes import (synthetic_conditions, synthetic_listening, synthetic_publish, synthetic_scoring,
+                     synthetic_training)
 from recipes.synthetic_settings import MELGEN_SIZES, VOCODERS, RecipeSettings, add_stage_time
 from recipes.synthetic_training import TRAINING_STAGES, ensure_mean_face, run_in_lanes
 from utils.errors import LipVoicerError
@@ -30,9 +32,10 @@ log = logging.getLogger(__name__)
 
 # The recognisers train before MelGen: the judge's held-out WER on clean mels is the first sign that the corpus
 # and the sizes work.
-STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "evaluate",
-          "sweep", "report")
-STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_conditions.STAGE_FUNCS, **synthetic_scoring.STAGE_FUNCS,
+STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "listen",
+          "evaluate", "sweep", "report")
+STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_conditions.STAGE_FUNCS,
+               **synthetic_listening.STAGE_FUNCS, **synthetic_scoring.STAGE_FUNCS,
                **synthetic_publish.STAGE_FUNCS}
 
 

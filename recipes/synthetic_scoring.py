@@ -32,6 +32,15 @@ from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
 
+LISTENER_JSON = "listener.json"   # results/listener.json: the listen stage's (recipes/synthetic_listening.py)
+CORPUS_AUDIO = "corpus_audio"     # the listener on the test clips' own audio (what espeak-ng said): its ceiling
+
+
+def read_listener(s: RecipeSettings) -> dict:
+    """{condition: the independent listener's summary} from results/listener.json ({} before the listen stage)."""
+    path = s.work_dir / "results" / LISTENER_JSON
+    return json.loads(path.read_text()).get("conditions", {}) if path.is_file() else {}
+
 
 # ----------------------------------------------------------------------------- per-clip scores
 def read_rows(csv_path: Path) -> list[dict]:
@@ -75,14 +84,22 @@ def flat_scores(summary: dict | None) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def substitution_following(csv_path: Path, subs_path: Path) -> dict:
-    """For each replaced word of a corrupted way: does the judge hear the guiding (wrong) word, the true word,
-    or something else? Word positions are compared where the judge's reading has as many words as the
-    sentence (the grammar's six); other clips count as unaligned."""
-    if not csv_path.is_file() or not subs_path.is_file():
+def clip_rows(source) -> list[dict]:
+    """Per-clip rows with video_id, reference and hypothesis: a metrics_per_clip.csv (the judge's), a
+    listener_per_clip.csv, or the rows themselves; [] for a file that is not there."""
+    if isinstance(source, (str, Path)):
+        return read_rows(Path(source)) if Path(source).is_file() else []
+    return list(source)
+
+
+def substitution_following(source, subs_path: Path) -> dict:
+    """For each replaced word of a corrupted way: does the recogniser (the judge, or the listener) hear the
+    guiding (wrong) word, the true word, or something else? Word positions are compared where the reading has
+    as many words as the sentence (the grammar's six); other clips count as unaligned. `source`: see clip_rows."""
+    rows = {r["video_id"]: r for r in clip_rows(source)}
+    if not rows or not subs_path.is_file():
         return {}
     subs = json.loads(subs_path.read_text())
-    rows = {r["video_id"]: r for r in read_rows(csv_path)}
     counts: dict[str, dict[str, int]] = {}
     for vid, items in subs.items():
         row = rows.get(vid)
@@ -108,15 +125,11 @@ def substitution_following(csv_path: Path, subs_path: Path) -> dict:
     return counts
 
 
-def homophene_words(csv_path: Path, group_of) -> dict:
-    """Where the judge's words go, on the homophene grammar: of the reference words (aligned by edit distance),
-    the percent read exactly, read as a word of the right homophene group (exact included: the lips were
-    rendered right), read as a word of another group, or deleted; and the words inserted. Right group but not
-    exact is the ambiguity ASR guidance is there to resolve; a wrong group is the lip stream's error."""
+def words_per_clip(source, group_of) -> list[dict]:
+    """Per clip, where its reference words go (aligned by edit distance): counts of words, exact, right_group
+    (exact included), other_group, deleted, inserted. `source`: see clip_rows; group_of(word) gives a word's
+    homophene group (or raises LipVoicerError for a word outside the grammar)."""
     import jiwer
-
-    if not csv_path.is_file():
-        return {}
 
     def group(word):
         try:
@@ -124,30 +137,48 @@ def homophene_words(csv_path: Path, group_of) -> dict:
         except LipVoicerError:
             return None
 
-    n = exact = right_group = other = deleted = inserted = 0
-    for row in read_rows(csv_path):
+    out = []
+    for row in clip_rows(source):
         ref, hyp = row["reference"].split(), row["hypothesis"].split()
+        c = {"video_id": row["video_id"], "words": len(ref), "exact": 0, "right_group": 0, "other_group": 0,
+             "deleted": 0, "inserted": 0}
         if not ref:
             continue
         if not hyp:
-            n, deleted = n + len(ref), deleted + len(ref)
+            c["deleted"] = len(ref)
+            out.append(c)
             continue
         for chunk in jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]:
             k = chunk.ref_end_idx - chunk.ref_start_idx
             if chunk.type == "equal":
-                n, exact, right_group = n + k, exact + k, right_group + k
+                c["exact"] += k
+                c["right_group"] += k
             elif chunk.type == "delete":
-                n, deleted = n + k, deleted + k
+                c["deleted"] += k
             elif chunk.type == "insert":
-                inserted += chunk.hyp_end_idx - chunk.hyp_start_idx
+                c["inserted"] += chunk.hyp_end_idx - chunk.hyp_start_idx
             else:   # substitute: as many reference as hypothesis words
                 for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx), range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-                    n += 1
                     g = group(hyp[j])
                     if g is not None and g == group(ref[i]):
-                        right_group += 1
+                        c["right_group"] += 1
                     elif g is not None:
-                        other += 1
+                        c["other_group"] += 1
+        out.append(c)
+    return out
+
+
+def homophene_words(source, group_of) -> dict:
+    """Where the recogniser's words go, on a grammar of homophene groups: of the reference words (aligned by
+    edit distance), the percent read exactly, read as a word of the right homophene group (exact included: the
+    lips were rendered right), read as a word of another group, or deleted; and the words inserted. Right group
+    but not exact is the ambiguity ASR guidance is there to resolve; a wrong group is the lip stream's error.
+    `source`: see clip_rows (an absent file gives {})."""
+    per_clip = words_per_clip(source, group_of)
+    if not per_clip:
+        return {}
+    n, exact, right_group, other, deleted, inserted = (
+        sum(c[k] for c in per_clip) for k in ("words", "exact", "right_group", "other_group", "deleted", "inserted"))
     pct = (lambda v: round(100.0 * v / max(n, 1), 1))
     return {"words": n, "exact_pct": pct(exact), "right_group_pct": pct(right_group),
             "exact_within_right_group_pct": round(100.0 * exact / max(right_group, 1), 1),
@@ -376,6 +407,47 @@ def make_figure(s: RecipeSettings, folders: dict[str, Path], n_clips: int = 3) -
     return out
 
 
+def stoi_interval(s: RecipeSettings, way: str) -> str:
+    """'[lo, hi]': the 95 % bootstrap interval of the mean STOI over the judge's clips of a condition."""
+    import numpy as np
+
+    from pipelines.intervals import mean_interval
+
+    values = [r["stoi"] for r in clip_rows(s.work_dir / "results" / way / "metrics_per_clip.csv")
+              if not np.isnan(r.get("stoi", np.nan))]
+    if not values:
+        return "n/a"
+    lo, hi = mean_interval(values)
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def listener_lines(s: RecipeSettings, cols: list[str]) -> list[str]:
+    """The independent listener's rows of the table (results/listener.json), and STOI's intervals beside them."""
+    heard = read_listener(s)
+    if not heard:
+        return []
+    cell = (lambda way, f: "n/a" if way not in heard else f(heard[way]))
+    rows = [("listener WER (%) [95 % CI]", lambda h: f"{h['wer']:.1f} [{h['wer_ci95'][0]:.1f}, {h['wer_ci95'][1]:.1f}]")]
+    if any("words" in h for h in heard.values()):
+        rows += [("listener: words in the right homophene group (%) [95 % CI]",
+                  lambda h: "n/a" if not h.get("words") else
+                  f"{h['words']['right_group_pct']:.1f} [{h['words']['right_group_ci95'][0]:.1f}, "
+                  f"{h['words']['right_group_ci95'][1]:.1f}]"),
+                 ("listener: exact, of the words in the right group (%)",
+                  lambda h: "n/a" if not h.get("words") else f"{h['words']['exact_within_right_group_pct']:.1f}")]
+    if any("substituted_words" in h for h in heard.values()):
+        def swapped(h):
+            subs = h.get("substituted_words") or {}
+            if not subs:
+                return "n/a"
+            return "; ".join(f"{kind}: {c['follows_guidance']} / {c['follows_truth']} of {c['replaced']}"
+                             for kind, c in sorted(subs.items()))
+        rows.append(("listener at replaced words: says the guiding / the true word", swapped))
+    lines = [f"| {label} | " + " | ".join(cell(w, f) for w in cols) + " |" for label, f in rows]
+    lines.append("| STOI 95 % CI | " + " | ".join(stoi_interval(s, w) for w in cols) + " |")
+    return lines
+
+
 def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = None) -> Path:
     diagnostics = diagnostics or {}
     cols = [w for w in (GROUND_TRUTH, *(c.name for c in conditions(s))) if w in results]
@@ -398,9 +470,15 @@ def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = N
         if g:
             cells = [("n/a" if (g.get(w) or {}).get(key) is None else f"{g[w][key] * scale:.{digits}f}") for w in cols]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += listener_lines(s, cols)
     n = {results[w].get("n_clips") for w in cols}
     lines.append("| test clips | " + " | ".join(str(results[w].get("n_clips")) for w in cols) + " |")
     md = "\n".join(lines) + "\n"
+    heard = read_listener(s).get(CORPUS_AUDIO)
+    if heard:
+        md += (f"\nThe listener (PocketSphinx with the corpus's slots as its grammar; it shares nothing with the "
+               f"guidance ASR or the judge) on the corpus's own audio of these clips: {heard['wer']:.1f} % WER "
+               f"[{heard['wer_ci95'][0]:.1f}, {heard['wer_ci95'][1]:.1f}].\n")
     if diagnostics.get("chance_wer") is not None:
         md += (f"\nChance: reading each test clip as another test sentence of the same grammar gives "
                f"{100 * diagnostics['chance_wer']:.1f} % WER.\n")

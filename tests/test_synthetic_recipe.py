@@ -111,10 +111,10 @@ def test_unknown_stage_or_size_is_an_error(tmp_path):
 def test_every_stage_has_one_function():
     """The stage list of synthetic_recipe.py against the stage tables of the modules that hold the stages: each
     stage in exactly one of them (a name in two would silently run only one), none without a function."""
-    from recipes import synthetic_conditions, synthetic_publish, synthetic_scoring
+    from recipes import synthetic_conditions, synthetic_listening, synthetic_publish, synthetic_scoring
 
-    tables = [synthetic_training.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS, synthetic_scoring.STAGE_FUNCS,
-              synthetic_publish.STAGE_FUNCS]
+    tables = [synthetic_training.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS, synthetic_listening.STAGE_FUNCS,
+              synthetic_scoring.STAGE_FUNCS, synthetic_publish.STAGE_FUNCS]
     names = [name for table in tables for name in table]
     assert sorted(names) == sorted(STAGES) and set(STAGE_FUNCS) == set(STAGES)
     assert set(synthetic_training.TRAINING_STAGES) <= set(synthetic_training.STAGE_FUNCS)
@@ -143,7 +143,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     bad = sorted((gen / "corrupted_text").rglob("*.txt"))
     assert any(t.read_text().splitlines()[1][9:] != t.read_text().splitlines()[0][4:] for t in bad)
     assert not list((gen / "no_guidance").rglob("w1=2_w2=1.5*"))
-    assert len(STAGES) == 12
+    assert len(STAGES) == 13
 
 
 def _run_script_in_process(s, args, what, threads=None):
@@ -204,6 +204,16 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert set(report["conditions"]) == ways and "--grammar homophene" in report["command"]
     samples = pub / "docs" / "samples" / "synthetic_homophene"
     assert len(list(samples.rglob("*.flac"))) == 4 and (samples / "texts.csv").read_text().startswith("clip,condition")
+    from pipelines.listener import listener_available
+
+    if listener_available():   # the independent listener heard every condition and the corpus's own audio
+        heard = json.loads((work / "results" / "listener.json").read_text())["conditions"]
+        assert set(heard) == ways | {"corpus_audio"} and all(h["n_clips"] == 1 for h in heard.values())
+        assert "listener WER (%) [95 % CI]" in table and "STOI 95 % CI" in table
+        assert report["conditions"]["true_text"]["listener"] == heard["true_text"]
+        assert report["listener_corpus_audio"] == heard["corpus_audio"]
+        assert heard["corrupted_homophene"]["substituted_words"]["homophene"]["replaced"] >= 1
+        assert 0 <= heard["no_guidance"]["words"]["right_group_pct"] <= 100
     manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
     assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
     assert (pub / "examples" / "synthetic_clip.mp4").is_file() and (pub / "configs" / "models" / "synthetic.yaml").is_file()
