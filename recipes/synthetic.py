@@ -65,10 +65,12 @@ def main(argv=None) -> int:
     ap.add_argument("--judge_input", choices=["auto", "wav", "mel"], default=d.judge_input,
                     help="the judge reads the vocoded audio, or the generated mel before the vocoder "
                          "(auto: the mel with Griffin-Lim, the audio with HiFi-GAN)")
-    ap.add_argument("--grammar", choices=["grid", "free", "homophene"], default=d.grammar,
+    ap.add_argument("--grammar", choices=["grid", "free", "homophene", "homophene_context"], default=d.grammar,
                     help="sentences of the corpus: grid (GRID's six-word commands over 51 words, e.g. 'place blue "
-                         "at f two now'), free (eight templates over about 200 words) or homophene (six slots of "
-                         "words that look alike on the lips, e.g. bat/pat/mat, on one mouth track per group)")
+                         "at f two now'), free (eight templates over about 200 words), homophene (six slots of "
+                         "words that look alike on the lips, e.g. bat/pat/mat, on one mouth track per group) or "
+                         "homophene_context (a key word first that selects the members, as context does; scored "
+                         "like grid and free for now)")
     ap.add_argument("--audio_clips", type=int, default=d.audio_clips,
                     help="utterances without video (speech only, cheap) for the recognisers: two thirds train the "
                          "guidance ASR, one third the judge, each beside the video corpus's training clips")

@@ -11,7 +11,9 @@ Each clip: a sentence from a small built-in grammar (prep.synthetic.grammar: fre
 templates over about 200 words; grid, GRID's six-word commands over 51 words such as
 "place blue at f two now"; or homophene, six slots of words that look alike on the lips,
 such as "bat pat mat", spoken word by word on one timing per group so that the mouth cannot
-tell them apart (dataloaders/synthetic/homophenes.py); fixed seed; every sentence is unique,
+tell them apart (dataloaders/synthetic/homophenes.py); or homophene_context, the same slots after a
+key word that selects, by a fixed table, which member of each group is said (with probability
+prep.synthetic.context_prob; dataloaders/synthetic/context_grammar.py); fixed seed; every sentence is unique,
 so test sentences are never seen in training), spoken by espeak-ng with a speaker's voice,
 pitch and speed (16 kHz mono); a video of a real face photograph (scikit-image's
 astronaut) whose mouth is redrawn every frame from the phoneme timings espeak-ng reports:
@@ -51,7 +53,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from dataloaders.synthetic import espeak, homophenes
+from dataloaders.synthetic import context_grammar, espeak, homophenes
 from dataloaders.synthetic.visemes import mouth_shapes
 from dataloaders.video_io import write_video
 from utils.config import compose_config
@@ -102,15 +104,20 @@ _GRID = {
     "digit": "zero one two three four five six seven eight nine".split(),
     "adverb": "again now please soon".split(),
 }
-GRAMMARS = ("free", "grid", "homophene")
+GRAMMARS = ("free", "grid", "homophene", context_grammar.GRAMMAR)
+HOMOPHENE_GRAMMARS = ("homophene", context_grammar.GRAMMAR)   # spoken word by word on one timing per group
 
 
-def make_sentences(n: int, seed: int, grammar: str = "free") -> list[str]:
+def make_sentences(n: int, seed: int, grammar: str = "free",
+                   context: context_grammar.ContextGrammar | None = None) -> list[str]:
     """n distinct sentences from a built-in grammar, reproducible from seed: "free" (eight templates over
-    about 200 words), "grid" (GRID's six-word commands over 51 words) or "homophene" (six slots of
-    homophene groups, 72 words)."""
+    about 200 words), "grid" (GRID's six-word commands over 51 words), "homophene" (six slots of
+    homophene groups, 72 words) or "homophene_context" (a key, then the homophene slots with members the
+    key selects; `context`, default context_grammar.context_grammar())."""
     if grammar not in GRAMMARS:
         raise LipVoicerError(f"unknown grammar '{grammar}' in prep.synthetic.grammar (use {' or '.join(GRAMMARS)})")
+    if grammar == context_grammar.GRAMMAR:
+        return context_grammar.make_sentences(n, seed, context or context_grammar.context_grammar())
     rng = np.random.default_rng(seed)
     slots = homophenes.homophene_slots() if grammar == "homophene" else None
     seen, out = set(), []
@@ -185,8 +192,10 @@ def make_speaker(name: str, seed: int) -> Speaker:
 
 
 def plan_corpus(n_clips: int, seed: int = 0, fractions: dict | None = None, n_speakers: int = 8,
-                n_test_speakers: int = 2, grammar: str = "free") -> list[ClipSpec]:
-    """Which clip goes where, with which sentence and speaker (independent of the worker count)."""
+                n_test_speakers: int = 2, grammar: str = "free",
+                context: context_grammar.ContextGrammar | None = None) -> list[ClipSpec]:
+    """Which clip goes where, with which sentence and speaker (independent of the worker count); `context`:
+    the homophene_context grammar's keys, table and probability (context_grammar.context_from_settings)."""
     if n_clips < 1:
         raise LipVoicerError(f"n_clips must be at least 1 (got {n_clips})")
     fractions = dict(fractions or {"pretrain": 0.25, "trainval": 0.6, "test": 0.15})
@@ -211,7 +220,7 @@ def plan_corpus(n_clips: int, seed: int = 0, fractions: dict | None = None, n_sp
     speakers = [make_speaker(f"spk{i:02d}", seed) for i in range(n_speakers)]
     train_spk = speakers[:n_speakers - n_test_speakers]
     test_spk = speakers[n_speakers - n_test_speakers:] or train_spk
-    sentences = make_sentences(n_clips, seed, grammar)
+    sentences = make_sentences(n_clips, seed, grammar, context)
     specs, index, per_speaker = [], 0, {}
     for split in SPLITS:
         pool = test_spk if split == "test" else train_spk
@@ -332,14 +341,16 @@ class _Shifted:
 def _speech(spec: ClipSpec, syn_cfg: dict, rng: np.random.Generator):
     """(speech int16-scaled float at its own rate, rate, phonemes to draw the mouth from, word timings from 0)."""
     spk = spec.speaker
-    if str(syn_cfg.get("grammar", "free")) == "homophene":
+    grammar = str(syn_cfg.get("grammar", "free"))
+    if grammar in HOMOPHENE_GRAMMARS:
         # word by word on each group's reference timing; rate and pitch in a few steps (each word is
         # synthesised once per voice, rate and pitch, and reused)
         rate = int(np.clip(spk.rate + 10 * rng.integers(-1, 2), 80, 450))
         pitch = int(spk.pitch + 3 * rng.integers(-1, 2))
         words = spec.sentence.split()
         gaps = rng.uniform(0.03, 0.10, max(len(words) - 1, 0))
-        hs = homophenes.homophene_speech(words, spk.voice, rate, pitch, spk.pitch_range, list(gaps))
+        hs = homophenes.homophene_speech(words, spk.voice, rate, pitch, spk.pitch_range, list(gaps),
+                                         groups=group_function(grammar))
         return hs.samples, hs.sample_rate, hs.phonemes, hs.words
     rate = int(np.clip(spk.rate + rng.integers(-15, 16), 80, 450))
     utt = espeak.synthesize(spec.sentence, voice=spk.voice, rate=rate, pitch=int(spk.pitch + rng.integers(-4, 5)),
@@ -385,23 +396,32 @@ def clip_audio_and_mouth(spec: ClipSpec, syn_cfg: dict):
     return audio, shapes, timings, rng
 
 
+def group_function(grammar: str):
+    """word -> its group (the reference first) in a homophene grammar."""
+    return context_grammar.group_of if grammar == context_grammar.GRAMMAR else homophenes.group_of
+
+
 def identical_mouth_tracks(specs: list[ClipSpec], syn_cfg: dict) -> tuple[int, int]:
-    """(words whose mouth track equals that of every other member of their homophene group, words): each
-    word of each clip replaced in turn by each other member, the clip's mouth shapes drawn again (the
-    same code that draws the corpus's videos) and compared with the original's, exactly."""
+    """(words whose mouth track equals that of every other member of their homophene group, words that have
+    homophenes): each word of each clip replaced in turn by each other member, the clip's mouth shapes drawn
+    again (the same code that draws the corpus's videos) and compared with the original's, exactly. In the
+    homophene_context grammar the key has no homophene and is not counted."""
     same = total = 0
+    group_of = group_function(str(syn_cfg.get("grammar", "homophene")))
     for spec in specs:
         words = spec.sentence.split()
         base = clip_audio_and_mouth(spec, syn_cfg)[1]
         for k, w in enumerate(words):
+            others = [m for m in group_of(w) if m != w]
+            if not others:
+                continue
             total += 1
-            others = [m for m in homophenes.group_of(w) if m != w]
             alike = True
             for m in others:
                 swapped = dataclasses.replace(spec, sentence=" ".join(words[:k] + [m] + words[k + 1:]))
                 shapes = clip_audio_and_mouth(swapped, syn_cfg)[1]
                 alike = alike and shapes.shape == base.shape and bool(np.array_equal(shapes, base))
-            same += bool(others) and alike
+            same += alike
     return same, total
 
 
@@ -460,24 +480,35 @@ def build_corpus(out_dir: str | Path, syn_cfg: dict, progress: bool = True) -> t
     if not espeak.available():
         raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
     out_dir = Path(out_dir)
+    context = context_grammar.context_from_settings(syn_cfg)   # keys found once here; workers inherit them
     specs = plan_corpus(int(syn_cfg["n_clips"]), int(syn_cfg["seed"]), syn_cfg.get("splits"),
                         int(syn_cfg["n_speakers"]), int(syn_cfg["n_test_speakers"]),
-                        str(syn_cfg.get("grammar", "free")))
+                        str(syn_cfg.get("grammar", "free")), context)
     out_dir.mkdir(parents=True, exist_ok=True)
     present = [s for s in specs if (out_dir / "videos" / f"{s.rel}.mp4").is_file()
                and (out_dir / "videos" / f"{s.rel}.txt").is_file()]
     todo = [s for s in specs if s not in present]
-    if str(syn_cfg.get("grammar")) == "homophene":
+    if str(syn_cfg.get("grammar")) in HOMOPHENE_GRAMMARS:
         homophenes.homophene_slots()   # found once here; worker processes inherit the groups
     failed = _run_all(write_clip, todo, (str(out_dir), syn_cfg), max(int(syn_cfg.get("workers", 1)), 1),
                       "synthetic clips", progress)
+    atomic_text(out_dir / "synthetic_corpus.json", json.dumps(corpus_metadata(specs, syn_cfg, context), indent=1))
+    return len(todo) - failed, len(present), failed
+
+
+def corpus_metadata(specs: list[ClipSpec], syn_cfg: dict,
+                    context: context_grammar.ContextGrammar | None = None) -> dict:
+    """What synthetic_corpus.json records: clips, seed, grammar, splits, speakers; the homophene grammar's
+    slots; the homophene_context grammar's slots (the key slot first), keys, probability and table
+    (ContextGrammar.to_meta; context_grammar.context_stats reads it)."""
     meta = {"n_clips": len(specs), "seed": int(syn_cfg["seed"]), "grammar": str(syn_cfg.get("grammar", "free")),
             "splits": {s: sum(1 for c in specs if c.split == s) for s in SPLITS},
             "speakers": {spk.name: asdict(spk) for spk in {c.speaker.name: c.speaker for c in specs}.values()}}
     if meta["grammar"] == "homophene":
         meta["homophene_slots"] = [[list(g) for g in slot] for slot in homophenes.homophene_slots()]
-    atomic_text(out_dir / "synthetic_corpus.json", json.dumps(meta, indent=1))
-    return len(todo) - failed, len(present), failed
+    elif meta["grammar"] == context_grammar.GRAMMAR:
+        meta.update((context or context_grammar.context_from_settings(syn_cfg)).to_meta())
+    return meta
 
 
 # ----------------------------------------------------------------------------- audio without video
@@ -489,11 +520,13 @@ def plan_audio_corpus(n: int, syn_cfg: dict) -> list[ClipSpec]:
     sentences of its grammar (another seed) that are never one of its test sentences."""
     seed = int(syn_cfg["seed"])
     grammar = str(syn_cfg.get("grammar", "free"))
+    context = context_grammar.context_from_settings(syn_cfg)
     video = plan_corpus(int(syn_cfg["n_clips"]), seed, syn_cfg.get("splits"), int(syn_cfg["n_speakers"]),
-                        int(syn_cfg["n_test_speakers"]), grammar)
+                        int(syn_cfg["n_test_speakers"]), grammar, context)
     test = {c.sentence for c in video if c.split == "test"}
     train_spk = list({c.speaker.name: c.speaker for c in video if c.split != "test"}.values())
-    sentences = [x for x in make_sentences(n + len(test), seed + 7919, grammar) if x not in test][:n]
+    sentences = [x for x in make_sentences(n + len(test), seed + 7919, grammar, context)
+                 if x not in test][:n]
     specs, per_speaker = [], {}
     for k, sentence in enumerate(sentences):
         spk = train_spk[k % len(train_spk)]
@@ -566,7 +599,7 @@ def build_audio_corpus(out_dir: str | Path, syn_cfg: dict, audio_cfg: dict, n: i
         raise LipVoicerError(f"espeak-ng is needed for the synthetic corpus: {espeak.INSTALL_HINT}")
     out_dir = Path(out_dir)
     specs = plan_audio_corpus(int(n), syn_cfg)
-    if str(syn_cfg.get("grammar")) == "homophene":
+    if str(syn_cfg.get("grammar")) in HOMOPHENE_GRAMMARS:
         homophenes.homophene_slots()   # found once here; worker processes inherit the groups
     done = [s for s in specs if all(p.is_file() for p in (
         out_dir / "audios" / f"{s.rel}.wav", out_dir / "audios" / f"{s.rel}.wav.spec",

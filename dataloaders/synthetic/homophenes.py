@@ -190,10 +190,14 @@ class HomopheneSpeech:
     segment_aligned: int                # words warped segment by segment (the rest: as a whole)
 
 
-def homophene_speech(words, voice: str, rate: int, pitch: int, pitch_range: int, gaps) -> HomopheneSpeech:
+def homophene_speech(words, voice: str, rate: int, pitch: int, pitch_range: int, gaps,
+                     groups=None) -> HomopheneSpeech:
     """Speak `words` one by one, each warped to its group reference's viseme timing in this voice, with
     gaps[k] seconds of silence after word k (len(gaps) == len(words) - 1). The timing (and so the mouth)
-    depends on the groups only, never on which member was said."""
+    depends on the groups only, never on which member was said. `groups` (word -> its group, the reference
+    first) is the grammar's; default group_of, the homophene grammar's (a word alone in its group is spoken
+    on its own timing)."""
+    group = groups or group_of
     words = list(words)
     if len(gaps) != max(len(words) - 1, 0):
         raise LipVoicerError("homophene_speech: one gap between each two words")
@@ -202,7 +206,7 @@ def homophene_speech(words, voice: str, rate: int, pitch: int, pitch_range: int,
     t = 0.0
     aligned = 0
     for k, word in enumerate(words):
-        ref_word = group_of(word)[0]
+        ref_word = group(word)[0]
         ref = _spoken(ref_word, voice, rate, pitch, pitch_range)
         own = ref if word == ref_word else _spoken(word, voice, rate, pitch, pitch_range)
         sr = ref.sample_rate
