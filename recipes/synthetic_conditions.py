@@ -103,7 +103,7 @@ def conditions(s: RecipeSettings, which: str = "main"):
     """The recipe's conditions: "main" (the ways, on --n_test clips),
     "extra" (the weight sweep and the fast samplers, on --sweep_clips clips; none without it)."""
     if which == "main":
-        return main_conditions(s.grammar == "homophene")
+        return main_conditions(s.homophenes)
     if not s.sweep_clips:
         return []
     from utils.config import compose_config
@@ -133,7 +133,9 @@ def corrupt_words(words: list[str], fraction: float, rng: random.Random, kind: s
     words = list(words)
     n = max(1, round(fraction * len(words)))
     subs = []
-    for i in sorted(rng.sample(range(len(words)), min(n, len(words)))):
+    # only words that have homophenes (a homophene_context sentence's key has none and stays)
+    places = [i for i, w in enumerate(words) if len(group_of(w)) > 1]
+    for i in sorted(rng.sample(places, min(n, len(places)))):
         k = kind if kind != "mixed" else rng.choice(("homophene", "other"))
         group = group_of(words[i])
         pool = [w for w in group if w != words[i]] if k == "homophene" else [w for w in vocabulary if w not in group]
@@ -143,18 +145,21 @@ def corrupt_words(words: list[str], fraction: float, rng: random.Random, kind: s
     return words, subs
 
 
-def write_homophene_texts(texts_dir, test_texts: dict[str, str], fraction: float, seed: int) -> dict[str, float]:
-    """texts_dir(way)/<id>.txt for the three corrupted ways of the homophene grammar, with
+def write_homophene_texts(texts_dir, test_texts: dict[str, str], fraction: float, seed: int,
+                          grammar: str = "homophene") -> dict[str, float]:
+    """texts_dir(way)/<id>.txt for the three corrupted ways of a homophene grammar, with
     substitutions.json beside each; returns the fraction of words replaced per way."""
     from dataloaders.synthetic import homophenes
+    from dataloaders.synthetic.corpus import group_function
 
     vocab = homophenes.vocabulary()
+    group_of = group_function(grammar)
     out = {}
     for way, kind in (("corrupted_text", "mixed"), ("corrupted_homophene", "homophene"), ("corrupted_other", "other")):
         rng = random.Random(f"{seed}:{way}")
         subs_all, changed, total = {}, 0, 0
         for vid, text in sorted(test_texts.items()):
-            words, subs = corrupt_words(text.split(), fraction, rng, kind, homophenes.group_of, vocab)
+            words, subs = corrupt_words(text.split(), fraction, rng, kind, group_of, vocab)
             subs_all[vid] = subs
             changed, total = changed + len(subs), total + len(words)
             path = Path(texts_dir(way)) / f"{vid}.txt"
@@ -174,13 +179,14 @@ def stage_texts(s: RecipeSettings) -> None:
     if not files:
         raise LipVoicerError(f"{test}: no test transcripts")
     vocab = sorted({w for p in s.data.glob("videos/*/*/*.txt") for w in transcript_from_lrs_text(p.read_text()).split()})
-    if s.grammar == "homophene":   # the true texts, and three corrupted ways with their substitutions
+    if s.homophenes:   # the true texts, and three corrupted ways with their substitutions
         texts = {str(p.relative_to(test).with_suffix("")): transcript_from_lrs_text(p.read_text()) for p in files}
         for vid, text in texts.items():
             out = s.texts_dir("true_text") / f"{vid}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text + "\n")
-        for way, frac in write_homophene_texts(s.texts_dir, texts, s.corrupt_fraction, s.seed + 7).items():
+        for way, frac in write_homophene_texts(s.texts_dir, texts, s.corrupt_fraction, s.seed + 7,
+                                               s.grammar).items():
             log.info("%s: %.1f %% of words replaced", way, 100.0 * frac)
         return
     rng = random.Random(s.seed + 7)

@@ -42,13 +42,20 @@ def corpus_meta(data: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def recorded_slots(data: Path) -> list | None:
+    """The slots of groups synthetic_corpus.json records: `homophene_slots` (the homophene grammar) or `slots`
+    (homophene_context: the key slot's groups are single keys)."""
+    meta = corpus_meta(data)
+    return meta.get("homophene_slots") or meta.get("slots")
+
+
 def corpus_slots(data: Path) -> list[list[str]] | None:
     """Per sentence position, the words it may hold: the groups of a homophene grammar as the corpus recorded
     them, else the words seen at each position in the corpus's transcripts; None when sentences differ in
     length (the free grammar: no slot grammar for the listener)."""
     from dataloaders.text import transcript_from_lrs_text
 
-    slots = corpus_meta(data).get("homophene_slots")
+    slots = recorded_slots(data)
     if slots:
         return [sorted({w for group in slot for w in group}) for slot in slots]
     texts = [transcript_from_lrs_text(p.read_text()).lower().split() for p in sorted((data / "videos").rglob("*.txt"))]
@@ -61,7 +68,7 @@ def corpus_slots(data: Path) -> list[list[str]] | None:
 def group_lookup(data: Path):
     """group_of(word) -> its homophene group (a tuple), from the groups the corpus recorded; None when the
     corpus has no homophene groups. Raises LipVoicerError for a word outside them (as homophenes.group_of)."""
-    slots = corpus_meta(data).get("homophene_slots")
+    slots = recorded_slots(data)
     if not slots:
         return None
     groups = {w: tuple(group) for slot in slots for group in slot for w in group}

@@ -97,6 +97,7 @@ def _summary(s: RecipeSettings, name: str) -> dict | None:
 
 
 def _test_specs(s: RecipeSettings, ids: list[str]):
+    from dataloaders.synthetic.context_grammar import context_from_settings
     from dataloaders.synthetic.corpus import plan_corpus, synthetic_settings
     from utils.config import compose_config
 
@@ -104,7 +105,7 @@ def _test_specs(s: RecipeSettings, ids: list[str]):
     syn.update(n_clips=s.n_clips, seed=s.seed)
     keep = {f"test/{v}" for v in ids}
     specs = plan_corpus(s.n_clips, s.seed, syn.get("splits"), int(syn["n_speakers"]), int(syn["n_test_speakers"]),
-                        s.grammar)
+                        s.grammar, context_from_settings(syn))
     return [c for c in specs if c.rel in keep], syn
 
 
@@ -115,12 +116,20 @@ def homophene_measures(s: RecipeSettings, ids: list[str]) -> dict:
     from dataloaders.synthetic.corpus import identical_mouth_tracks
 
     specs, syn = _test_specs(s, ids)
-    words = [w for c in specs for w in c.sentence.split()]
     same, total = identical_mouth_tracks(specs, syn)
-    return {"lip_only_chance_wer": round(100.0 * homophenes.lip_only_chance_wer(words), 2),
-            "identical_mouth_track_fraction": round(same / max(total, 1), 4),
-            "identical_mouth_track_words": [same, total],
-            "homophene_slots": [[list(g) for g in slot] for slot in homophenes.homophene_slots()]}
+    out = {"identical_mouth_track_fraction": round(same / max(total, 1), 4), "identical_mouth_track_words": [same, total]}
+    if s.grammar == "homophene":
+        words = [w for c in specs for w in c.sentence.split()]
+        out["lip_only_chance_wer"] = round(100.0 * homophenes.lip_only_chance_wer(words), 2)
+        out["homophene_slots"] = [[list(g) for g in slot] for slot in homophenes.homophene_slots()]
+        return out
+    # homophene_context: the key's table decides some members; how often, on these test sentences
+    from dataloaders.synthetic.context_grammar import context_stats
+
+    meta = json.loads((s.data / "synthetic_corpus.json").read_text())
+    stats = context_stats(meta, [c.sentence for c in specs])
+    out.update(lip_only_chance_wer=stats["lip_only_wer_pct"], context=stats, homophene_slots=meta["slots"])
+    return out
 
 
 def write_full_report(s: RecipeSettings) -> dict:
@@ -140,10 +149,10 @@ def write_full_report(s: RecipeSettings) -> dict:
         row = flat_scores(_summary(s, name))
         if name in times:
             row["seconds_per_clip"] = times[name]["seconds_per_clip"]
-        if s.grammar == "homophene":
-            from dataloaders.synthetic.homophenes import group_of
+        if s.homophenes:
+            from dataloaders.synthetic.corpus import group_function
 
-            row["words"] = homophene_words(res / name / "metrics_per_clip.csv", group_of)
+            row["words"] = homophene_words(res / name / "metrics_per_clip.csv", group_function(s.grammar))
         subs = s.texts_dir(name) / SUBSTITUTIONS
         if subs.is_file():
             row["substituted_words"] = substitution_following(res / name / "metrics_per_clip.csv", subs)
@@ -202,7 +211,7 @@ def write_full_report(s: RecipeSettings) -> dict:
     }
     chance = chance_wer(s, ids)
     report["other_sentence_chance_wer"] = None if chance is None else round(100.0 * chance, 2)
-    if s.grammar == "homophene":
+    if s.homophenes:
         report.update(homophene_measures(s, ids))
     atomic_text(s.work_dir / "results_full.json", json.dumps(report, indent=1) + "\n")
     return report

@@ -140,6 +140,14 @@ class RecipeSettings:
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
 
+    @property
+    def homophenes(self) -> bool:
+        """Whether the grammar is one of homophene groups (homophene, homophene_context): the corrupted texts
+        and the scores then count homophene substitutions and words in the right group."""
+        from dataloaders.synthetic.corpus import HOMOPHENE_GRAMMARS
+
+        return self.grammar in HOMOPHENE_GRAMMARS
+
     # ------------------------------------------------------------------ paths
     @property
     def data(self) -> Path:

@@ -77,3 +77,24 @@ def test_hear_writes_rows_and_resumes_on_the_same_clips(tmp_path):
     assert hear(listener, audio, refs, out_csv) == rows and len(calls) == 2      # read back, not heard again
     del audio["spk00/00001"]                                                     # other clips: heard again
     assert len(hear(listener, audio, refs, out_csv)) == 1 and len(calls) == 3
+
+
+def test_context_grammar_slots_and_corruptions_keep_the_key(tmp_path):
+    """homophene_context records `slots` (the key slot's groups single keys): the listener gets the keys as the
+    first slot, and the corrupted texts never replace a key (it has no homophene)."""
+    import random
+
+    from recipes.synthetic_conditions import corrupt_words
+
+    root = tmp_path / "ctx"
+    write_corpus(root, ["red bat tip"])
+    (root / "synthetic_corpus.json").write_text(json.dumps({
+        "grammar": "homophene_context", "slots": [[["red"], ["blue"]], [["bat", "pat", "mat"]], [["tip", "dip"]]]}))
+    assert corpus_slots(root) == [["blue", "red"], ["bat", "mat", "pat"], ["dip", "tip"]]
+    group_of = group_lookup(root)
+    assert group_of("red") == ("red",) and group_of("mat") == ("bat", "pat", "mat")
+    for seed in range(20):
+        for kind in ("homophene", "other", "mixed"):
+            words, subs = corrupt_words(["red", "bat", "tip"], 0.7, random.Random(seed), kind, group_of,
+                                        ["bat", "pat", "mat", "tip", "dip"])
+            assert words[0] == "red" and len(subs) == 2 and all(pos > 0 for pos, *_ in subs)
