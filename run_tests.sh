@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash install.sh --tests
-exec python3 -m pytest "$@"
+# one worker process per core, up to 4 (pytest-xdist; each test is single-threaded: tests/conftest.py); the tests
+# that speak word by word with espeak-ng stay together in one worker (--dist loadgroup)
+workers="${LIPVOICER_TEST_WORKERS:-$(python3 -c 'import os; print(min(len(os.sched_getaffinity(0)), 4))')}"
+exec python3 -m pytest -n "$workers" --dist loadgroup "$@"

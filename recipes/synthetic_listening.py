@@ -24,7 +24,8 @@ from pathlib import Path
 
 from recipes.synthetic_conditions import (GROUND_TRUTH, SUBSTITUTIONS, condition_dir, conditions, generated_ids,
                                           generation_overrides, write_ground_truth)
-from recipes.synthetic_scoring import CORPUS_AUDIO, LISTENER_JSON, homophene_words, substitution_following, words_per_clip
+from recipes.synthetic_scoring import CORPUS_AUDIO, LISTENER_JSON
+from recipes.synthetic_words import homophene_words, substitution_following, words_per_clip
 from recipes.synthetic_settings import RecipeSettings
 from utils.errors import LipVoicerError
 from utils.files import atomic_text

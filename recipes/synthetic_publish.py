@@ -30,8 +30,9 @@ from recipes.synthetic_conditions import (GROUND_TRUTH, SUBSTITUTIONS, Generatio
                                           generated_ids, generation_overrides, run_dir_of, sampler_conditions,
                                           start_sweep)
 from recipes.synthetic_model_set import NAME, export_model_set
-from recipes.synthetic_scoring import (CORPUS_AUDIO, best_weight, chance_wer, flat_scores, guidance_asr_wer, homophene_words,
-                                       read_listener, subset_summary, substitution_following, sweep_ids, weight_results)
+from recipes.synthetic_scoring import (CORPUS_AUDIO, best_weight, chance_wer, guidance_asr_wer, read_listener, sweep_ids,
+                                       weight_results)
+from recipes.synthetic_words import flat_scores, homophene_words, subset_summary, substitution_following
 from recipes.synthetic_settings import RecipeSettings, corpus_overrides, newest, stage_times
 from recipes.synthetic_training import iterations_reached, wall_seconds
 from utils.files import atomic_text

@@ -30,6 +30,10 @@ def pytest_collection_modifyitems(session, config, items):
     first = [item for item in items if item.get_closest_marker("espeak_words")]
     if first:
         items[:] = first + [item for item in items if not item.get_closest_marker("espeak_words")]
+    # with pytest-xdist (run_tests.sh: -n auto --dist loadgroup) they stay together in one worker, which groups
+    # the homophene words once for all of them
+    for item in first:
+        item.add_marker(pytest.mark.xdist_group("espeak_words"))
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

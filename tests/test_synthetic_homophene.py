@@ -118,7 +118,7 @@ def test_corrupted_texts_replace_by_kind():
 
 def test_homophene_words_separates_the_lips_error_from_the_choice_in_a_group(tmp_path):
     from dataloaders.synthetic import homophenes
-    from recipes.synthetic_scoring import homophene_words
+    from recipes.synthetic_words import homophene_words
 
     csv_path = tmp_path / "metrics_per_clip.csv"
     csv_path.write_text("video_id,reference,hypothesis\n"
