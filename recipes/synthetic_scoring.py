@@ -15,6 +15,7 @@ STAGE_FUNCS, and its name in the stage list of recipes/synthetic_recipe.py.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import time
@@ -126,6 +127,20 @@ def chance_wer(s: RecipeSettings, ids: list[str]) -> float | None:
     return sum(e for e, _ in pairs) / max(sum(n for _, n in pairs), 1)
 
 
+def context_of_tests(s: RecipeSettings, ids: list[str]) -> dict | None:
+    """On the homophene_context grammar, how often the key's table decides the member of a group on these test
+    clips, and chance within the group (dataloaders/synthetic/context_grammar.py); None on other grammars."""
+    from dataloaders.synthetic.context_grammar import context_stats
+    from dataloaders.text import transcript_from_lrs_text
+
+    meta_path = s.data / "synthetic_corpus.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if "context" not in meta or not ids:
+        return None
+    test = s.data / "videos" / "test"
+    return context_stats(meta, [transcript_from_lrs_text((test / f"{v}.txt").read_text()) for v in ids])
+
+
 def judge_checkpoint(s: RecipeSettings) -> Path:
     judge = newest(s.asr_dir("judge"))
     if judge is None:
@@ -167,8 +182,9 @@ def stage_evaluate(s: RecipeSettings) -> dict:
         gdir = condition_dir(s, c, gen_cfg)
         if gdir.is_dir() and generated_ids(gdir):
             score_condition(s, c.name, gdir, judge)
-    diagnostics = {"guidance_asr": guidance_asr_scores(s, cfg, folders),
-                   "chance_wer": chance_wer(s, generated_ids(folders[main[0].name]))}
+    ids = generated_ids(folders[main[0].name])
+    diagnostics = {"guidance_asr": guidance_asr_scores(s, cfg, folders), "chance_wer": chance_wer(s, ids),
+                   "context": context_of_tests(s, ids)}
     try:
         make_figure(s, folders)
     except Exception as e:  # noqa: BLE001 - the figure is a by-product; the table still gets written
@@ -264,6 +280,14 @@ def make_figure(s: RecipeSettings, folders: dict[str, Path], n_clips: int = 3) -
     return out
 
 
+def interval_text(ci, digits: int = 1) -> str:
+    """' [lo, hi]', or '' where there is no interval (fewer than two clips)."""
+    lo, hi = ci
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def stoi_interval(s: RecipeSettings, way: str) -> str:
     """'[lo, hi]': the 95 % bootstrap interval of the mean STOI over the judge's clips of a condition."""
     import numpy as np
@@ -274,8 +298,7 @@ def stoi_interval(s: RecipeSettings, way: str) -> str:
               if not np.isnan(r.get("stoi", np.nan))]
     if not values:
         return "n/a"
-    lo, hi = mean_interval(values)
-    return f"[{lo:.3f}, {hi:.3f}]"
+    return interval_text(mean_interval(values), 3).strip() or "n/a"
 
 
 def listener_lines(s: RecipeSettings, cols: list[str]) -> list[str]:
@@ -284,12 +307,11 @@ def listener_lines(s: RecipeSettings, cols: list[str]) -> list[str]:
     if not heard:
         return []
     cell = (lambda way, f: "n/a" if way not in heard else f(heard[way]))
-    rows = [("listener WER (%) [95 % CI]", lambda h: f"{h['wer']:.1f} [{h['wer_ci95'][0]:.1f}, {h['wer_ci95'][1]:.1f}]")]
+    rows = [("listener WER (%) [95 % CI]", lambda h: f"{h['wer']:.1f}{interval_text(h['wer_ci95'])}")]
     if any("words" in h for h in heard.values()):
         rows += [("listener: words in the right homophene group (%) [95 % CI]",
                   lambda h: "n/a" if not h.get("words") else
-                  f"{h['words']['right_group_pct']:.1f} [{h['words']['right_group_ci95'][0]:.1f}, "
-                  f"{h['words']['right_group_ci95'][1]:.1f}]"),
+                  f"{h['words']['right_group_pct']:.1f}{interval_text(h['words']['right_group_ci95'])}"),
                  ("listener: exact, of the words in the right group (%)",
                   lambda h: "n/a" if not h.get("words") else f"{h['words']['exact_within_right_group_pct']:.1f}")]
     if any("substituted_words" in h for h in heard.values()):
@@ -334,8 +356,12 @@ def write_results(s: RecipeSettings, results: dict, diagnostics: dict | None = N
     heard = read_listener(s).get(CORPUS_AUDIO)
     if heard:
         md += (f"\nThe listener (PocketSphinx with the corpus's slots as its grammar; it shares nothing with the "
-               f"guidance ASR or the judge) on the corpus's own audio of these clips: {heard['wer']:.1f} % WER "
-               f"[{heard['wer_ci95'][0]:.1f}, {heard['wer_ci95'][1]:.1f}].\n")
+               f"guidance ASR or the judge) on the corpus's own audio of these clips: {heard['wer']:.1f} % WER"
+               f"{interval_text(heard['wer_ci95'])}.\n")
+    if diagnostics.get("context"):
+        from dataloaders.synthetic.context_grammar import context_line
+
+        md += f"\nContext (the key word's table): {context_line(diagnostics['context'])}.\n"
     if diagnostics.get("chance_wer") is not None:
         md += (f"\nChance: reading each test clip as another test sentence of the same grammar gives "
                f"{100 * diagnostics['chance_wer']:.1f} % WER.\n")

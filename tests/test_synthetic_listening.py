@@ -98,3 +98,12 @@ def test_context_grammar_slots_and_corruptions_keep_the_key(tmp_path):
             words, subs = corrupt_words(["red", "bat", "tip"], 0.7, random.Random(seed), kind, group_of,
                                         ["bat", "pat", "mat", "tip", "dip"])
             assert words[0] == "red" and len(subs) == 2 and all(pos > 0 for pos, *_ in subs)
+
+
+def test_interval_text_leaves_out_an_interval_of_one_clip():
+    import math
+
+    from recipes.synthetic_scoring import interval_text
+
+    assert interval_text((51.24, 70.06)) == " [51.2, 70.1]" and interval_text((0.5, 0.6), 3) == " [0.500, 0.600]"
+    assert interval_text((math.nan, math.nan)) == "" and interval_text((None, None)) == ""
