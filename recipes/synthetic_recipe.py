@@ -6,6 +6,7 @@ the module that holds each (each module imports only those above it; docs/synthe
 
   synthetic_settings.py    RecipeSettings, the model sizes, running a script, stage times
   synthetic_training.py    corpus, prep, tokenizer, judge, asr, melgen, vocoder
+  synthetic_lip_reader.py  lipreader                (--lipreader_iters; trained, then scored on the test clips)
   synthetic_conditions.py  texts, generate          (the conditions: no guidance, true / corrupted text, sweeps)
   synthetic_scoring.py     evaluate, sweep          (the judge, the guidance ASR, chance; results.md)
   synthetic_model_set.py                            (the trained models as a shipped model set)
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 
-from recipes import synthetic_conditions, synthetic_publish, synthetic_scoring, synthetic_training
+from recipes import synthetic_conditions, synthetic_lip_reader, synthetic_publish, synthetic_scoring, synthetic_training
 from recipes.synthetic_settings import MELGEN_SIZES, VOCODERS, RecipeSettings, add_stage_time
 from recipes.synthetic_training import TRAINING_STAGES, ensure_mean_face, run_in_lanes
 from utils.errors import LipVoicerError
@@ -30,10 +31,10 @@ log = logging.getLogger(__name__)
 
 # The recognisers train before MelGen: the judge's held-out WER on clean mels is the first sign that the corpus
 # and the sizes work.
-STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "evaluate",
-          "sweep", "report")
-STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_conditions.STAGE_FUNCS, **synthetic_scoring.STAGE_FUNCS,
-               **synthetic_publish.STAGE_FUNCS}
+STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "lipreader", "texts", "generate",
+          "evaluate", "sweep", "report")
+STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_lip_reader.STAGE_FUNCS, **synthetic_conditions.STAGE_FUNCS,
+               **synthetic_scoring.STAGE_FUNCS, **synthetic_publish.STAGE_FUNCS}
 
 
 def run_recipe(s: RecipeSettings, stages: list[str] | None = None) -> None:

@@ -111,13 +111,13 @@ def test_unknown_stage_or_size_is_an_error(tmp_path):
 def test_every_stage_has_one_function():
     """The stage list of synthetic_recipe.py against the stage tables of the modules that hold the stages: each
     stage in exactly one of them (a name in two would silently run only one), none without a function."""
-    from recipes import synthetic_conditions, synthetic_publish, synthetic_scoring
+    from recipes import synthetic_conditions, synthetic_lip_reader, synthetic_publish, synthetic_scoring
 
-    tables = [synthetic_training.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS, synthetic_scoring.STAGE_FUNCS,
-              synthetic_publish.STAGE_FUNCS]
+    tables = [synthetic_training.STAGE_FUNCS, synthetic_lip_reader.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS,
+              synthetic_scoring.STAGE_FUNCS, synthetic_publish.STAGE_FUNCS]
     names = [name for table in tables for name in table]
     assert sorted(names) == sorted(STAGES) and set(STAGE_FUNCS) == set(STAGES)
-    assert set(synthetic_training.TRAINING_STAGES) <= set(synthetic_training.STAGE_FUNCS)
+    assert set(synthetic_training.TRAINING_STAGES) <= {*synthetic_training.STAGE_FUNCS, *synthetic_lip_reader.STAGE_FUNCS}
 
 
 @pytest.mark.slow
