@@ -184,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n_test", type=int, default=None, help="score at most this many test clips")
     ap.add_argument("--set_dir", type=Path, default=REPO_ROOT / "model_sets" / "synthetic")
     ap.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "models" / "synthetic.yaml")
+    ap.add_argument("--score", action="store_true", help="score it again (else only when the lipreader stage has not)")
     ap.add_argument("--no_add", action="store_true", help="only score it")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     s = RecipeSettings(work_dir=args.work_dir.resolve(), size=args.size, grammar=args.grammar, n_test=args.n_test)
-    score_lip_reader(s)
+    if args.score or args.no_add or not (s.work_dir / "lip_reader" / "scores.json").is_file():
+        score_lip_reader(s)
     if not args.no_add:
         add_to_model_set(s, args.set_dir, args.config, command=" ".join(["python recipes/synthetic_lip_reader.py",
                                                                             *(argv or sys.argv[1:])]))

@@ -175,7 +175,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_settings, "run_script", _run_script_in_process)
     work, pub = tmp_path / "recipe", tmp_path / "published"
     assert main(["--work_dir", str(work), "--size", "tiny", "--grammar", "homophene", "--n_clips", "6",
-                 "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1",
+                 "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1", "--lipreader_iters", "1",
                  "--vocoder", "griffinlim", "--device", "cpu", "--workers", "1", "--batch_size", "4",
                  "--vocab_size", "40", "--n_test", "1", "--asr_max_t", "5", "--publish", "--publish_root", str(pub),
                  "--mean_face", str(mean_face_source()), "prep.synthetic.frame_size=128", "diffusion.T=8",
@@ -206,6 +206,13 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert len(list(samples.rglob("*.flac"))) == 4 and (samples / "texts.csv").read_text().startswith("clip,condition")
     manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
     assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
+    # the lip reader (stage lipreader): trained, scored on the test clip, shipped in the set, which then reads lips
+    scores = json.loads((work / "lip_reader" / "scores.json").read_text())
+    assert scores["test_clips"] == 1 and scores["iterations"] == 1 and "right_group_pct" in scores
+    assert {"lipreader.pth", "lipreader.json", "lipreader_units.txt"} <= set(manifest["files"])
+    assert manifest["lip_reader"]["wer_pct"] == scores["wer_pct"]
+    config = (pub / "configs" / "models" / "synthetic.yaml").read_text()
+    assert "lip_reader: true" in config and "model_path: ${model_set.dir}/lipreader.pth" in config
     assert (pub / "examples" / "synthetic_clip.mp4").is_file() and (pub / "configs" / "models" / "synthetic.yaml").is_file()
 
 
