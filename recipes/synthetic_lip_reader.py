@@ -43,6 +43,7 @@ LIPREADER_SIZES = {"full": [], "small": ["lipreader_train=cpu"], "cpu": ["liprea
 # published 40 for a 30-unit character list)
 SET_FILES = {"model_path": "lipreader.pth", "model_conf": "lipreader.json", "units_path": "lipreader_units.txt"}
 SET_DECODING = {"beam_size": 10, "ctc_weight": 0.1, "lm_weight": 0.0}
+CONFIG_NOTE = "# Its lip reader (vsr.*): the run's (--lipreader_iters), or added by `python recipes/synthetic_lip_reader.py`.\n"
 
 
 def lipreader_dir(s: RecipeSettings) -> Path:
@@ -91,10 +92,13 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
     clips = list_split_clips(cfg["dataset"], "test")[:s.n_test or None]
     out = s.work_dir / "lip_reader"
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, no_crops = [], []
     with torch.inference_mode():
         for clip in clips:
             paths = ClipPaths(cfg["dataset"], clip)
+            if not paths.mouth.is_file():   # data preparation found no usable face track in the clip
+                no_crops.append(clip)
+                continue
             crops = load_mouth(paths.mouth, int(cfg["video"]["mouth_size"]))
             rows.append({"video_id": clip, "reference": read_transcript(paths.text),
                          "hypothesis": reader.read(crops, source=str(paths.mouth))})
@@ -105,7 +109,12 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
         w.writerows(rows)
     conf = json.loads(Path(files["model_conf"]).read_text())
     done = newest(lipreader_dir(s) / "checkpoint")
-    scores = {"test_clips": len(rows), "wer_pct": round(100.0 * jiwer.wer([r["reference"] for r in rows],
+    if no_crops:
+        log.warning("[lipreader] %d of %d test clips have no mouth crops (left out): %s", len(no_crops), len(clips),
+                    ", ".join(no_crops[:5]))
+    if not rows:
+        raise LipVoicerError(f"{cfg['dataset']['mouthrois_dir']}: no test clip has mouth crops to score the lip reader on")
+    scores = {"test_clips": len(rows), "test_clips_without_crops": len(no_crops), "wer_pct": round(100.0 * jiwer.wer([r["reference"] for r in rows],
                                                                            [r["hypothesis"] for r in rows]), 1),
               "iterations": done[0] if done else None,
               "train_minutes": round(stage_times(s).get("lipreader", 0.0) / 60.0, 1) or None,
@@ -168,6 +177,8 @@ def add_to_model_set(s: RecipeSettings, folder: Path, config_path: Path, command
     write_manifest(folder, manifest["name"], manifest["notice"], info)
     text = config_path.read_text()
     head, body = text.split("\n\n", 1) if "\n\n" in text else ("", text)
+    if CONFIG_NOTE not in head and "defaults:" in head:
+        head = head.replace("defaults:", CONFIG_NOTE + "defaults:", 1)
     conf = OmegaConf.merge(OmegaConf.create(body), {"model_set": {"lip_reader": True}, "vsr": added["vsr"]})
     atomic_text(config_path, head + "\n\n" + OmegaConf.to_yaml(conf))
     log.info("lip reader added to %s (%s)", folder / MANIFEST, config_path)
@@ -186,14 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "models" / "synthetic.yaml")
     ap.add_argument("--score", action="store_true", help="score it again (else only when the lipreader stage has not)")
     ap.add_argument("--no_add", action="store_true", help="only score it")
+    ap.add_argument("--command", default=None, help="how the lip reader was trained, for the manifest (default: this "
+                                                     "command)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     s = RecipeSettings(work_dir=args.work_dir.resolve(), size=args.size, grammar=args.grammar, n_test=args.n_test)
     if args.score or args.no_add or not (s.work_dir / "lip_reader" / "scores.json").is_file():
         score_lip_reader(s)
     if not args.no_add:
-        add_to_model_set(s, args.set_dir, args.config, command=" ".join(["python recipes/synthetic_lip_reader.py",
-                                                                            *(argv or sys.argv[1:])]))
+        add_to_model_set(s, args.set_dir, args.config, command=args.command or " ".join(
+            ["python recipes/synthetic_lip_reader.py", *(argv or sys.argv[1:])]))
     return 0
 
 

@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from recipes.synthetic_conditions import condition_dir, conditions, generated_ids, generation_overrides
+from recipes.synthetic_lip_reader import CONFIG_NOTE
 from recipes.synthetic_lip_reader import set_files as lip_reader_set_files
 from recipes.synthetic_settings import (MELGEN_SIZES, REPO_ROOT, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings,
                                         guidance_asr_sizes, newest)
@@ -91,7 +92,8 @@ def config_text(s: RecipeSettings, folder_rel: str, vocoder_file: str | None, vs
     head = ("# @package _global_\n"
             "# The synthetic-corpus model set (models/model_sets.py): written by `python recipes/synthetic.py ... --publish`\n"
             "# from the run that trained it (model_sets/synthetic/manifest.json says which); not edited by hand.\n"
-            "# Select it with models=synthetic; later overrides still apply (e.g. generate.w_asr=0).\n")
+            "# Select it with models=synthetic; later overrides still apply (e.g. generate.w_asr=0).\n"
+            + CONFIG_NOTE)
     return head + "defaults:\n" + "\n".join(defaults) + "\n\n" + OmegaConf.to_yaml(body)
 
 

@@ -6,9 +6,9 @@ the module that holds each (each module imports only those above it; docs/synthe
 
   synthetic_settings.py    RecipeSettings, the model sizes, running a script, stage times
   synthetic_training.py    corpus, prep, tokenizer, judge, asr, melgen, vocoder
-  synthetic_lip_reader.py  lipreader                (--lipreader_iters; trained, then scored on the test clips)
   synthetic_conditions.py  texts, generate          (the conditions: no guidance, true / corrupted text, sweeps)
   synthetic_scoring.py     evaluate, sweep          (the judge, the guidance ASR, chance; results.md)
+  synthetic_lip_reader.py  lipreader                (--lipreader_iters; trained, then scored on the test clips)
   synthetic_model_set.py                            (the trained models as a shipped model set)
   synthetic_publish.py     report                   (results_full.json; --publish: docs/ and the model set)
   synthetic_recipe.py      this list and the order it runs in
