@@ -75,10 +75,9 @@ def build_ui(demo: Demo) -> gr.Blocks:
                 video_in = gr.File(label="Video", file_count="single", type="filepath", elem_id="video-in")
                 example = EXAMPLES / "synthetic_clip.mp4"
                 text_in = gr.Textbox(label="Spoken text (optional; empty = lip reading)", elem_id="text-in")
-                if example.is_file():   # with its transcript: the synthetic model set has no lip reader
-                    words = example.with_suffix(".txt")
-                    gr.Examples([[str(example), words.read_text().strip() if words.is_file() else ""]],
-                                inputs=[video_in, text_in], label="Example clip (synthetic corpus) and its words")
+                if example.is_file():   # no text: the lips are read (both model sets have a lip reader)
+                    gr.Examples([[str(example), ""]], inputs=[video_in, text_in],
+                                label="Example clip (synthetic corpus; its lips are read)")
                 with gr.Row():
                     w_video = gr.Slider(0, 5, value=float(gen["w_video"]), step=0.1, label="Video guidance (w_video)")
                     w_asr = gr.Slider(0, 5, value=float(gen["w_asr"]), step=0.1, label="ASR guidance (w_asr)")

@@ -2,6 +2,7 @@
 
     python lipread.py path/to/clip.npz
     python lipread.py vsr.input=path/to/video.mp4 vsr.device=cuda vsr.beam_size=10
+    python lipread.py examples/synthetic_clip.mp4 models=synthetic      # the shipped set's small lip reader
 
 Settings and file locations: configs/vsr/default.yaml (see docs/lip_reader.md).
 """
@@ -42,8 +43,12 @@ def mouth_crops_for(path: Path, cfg):
 
 
 def lipread(cfg) -> str:
+    from models.model_sets import has_lip_reader, model_set_name, resolve_model_set
     from models.vsr.reader import load_lip_reader
 
+    resolve_model_set(cfg)   # a shipped set (models=synthetic): its files checked, its folder made absolute
+    if not has_lip_reader(cfg):
+        raise LipVoicerError(f"models={model_set_name(cfg)}: this model set has no lip reader")
     if not cfg.vsr.input:
         raise LipVoicerError("no input given: python lipread.py <clip.npz | video> (or vsr.input=...)")
     path = Path(str(cfg.vsr.input))

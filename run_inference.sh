@@ -17,7 +17,8 @@ cd "$(dirname "$0")"
 [ "${LIPVOICER_NO_INSTALL:-0}" = "1" ] || bash install.sh
 if [ -z "$video" ]; then
   # no video: examples/synthetic_clip.mp4 with models=synthetic (model_sets/synthetic/, in this repository):
-  # nothing to fetch, no network; its words come from examples/synthetic_clip.txt beside it
+  # nothing to fetch, no network; the set's lip reader reads its words (examples/synthetic_clip.txt holds the
+  # true ones, for comparison: a set with a lip reader reads the lips whenever no generate.text is given)
   exec python3 inference_real_video.py examples/synthetic_clip.mp4 models=synthetic "$@"
 fi
 # only the assets this run needs (MelGen + ASR of dataset.name, HiFi-GAN, mean face, the lip reader

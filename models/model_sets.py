@@ -40,7 +40,8 @@ def model_set_name(cfg) -> str:
 
 
 def has_lip_reader(cfg) -> bool:
-    """Whether the model set reads lips when no text is given (the synthetic set has no lip reader)."""
+    """Whether the model set reads lips when no text is given (model_set.lip_reader; a set without one takes
+    the transcript beside the video)."""
     value = _section(cfg).get("lip_reader", True)
     return True if value is None else bool(value)
 

@@ -3,8 +3,8 @@
 `generate.text` may be:
 
 * null / empty: the lip reader reads each segment's mouth crops (`text_source` "lip reader"); with a
-  model set that has no lip reader (models=synthetic), the transcript `<video>.txt` beside the video
-  as one text, else no text at all (no ASR guidance, with a warning);
+  model set that has no lip reader (model_set.lip_reader false), the transcript `<video>.txt` beside the
+  video as one text, else no text at all (no ASR guidance, with a warning);
 * one text: the text of a video with one speech segment (a video with several is refused, naming
   the segments: one text cannot be split over them without guessing);
 * a list of texts, one per speech segment in time order (`generate.text="['first one','second one']"`);
@@ -44,7 +44,7 @@ def text_plan(cfg) -> TextPlan:
     if given is None or (isinstance(given, str) and not given.strip()):
         if has_lip_reader(cfg):
             return TextPlan(LIP_READER)
-        # a model set without a lip reader (models=synthetic): the transcript beside the video, else no text
+        # a model set without a lip reader (model_set.lip_reader false): the transcript beside the video, else no text
         text, source = transcript_beside(Path(str(cfg["generate"]["video_path"])))
         return TextPlan(GIVEN, [text], source=source) if text else TextPlan(NO_TEXT, source=source)
     if isinstance(given, (str, int, float)) and not isinstance(given, bool):

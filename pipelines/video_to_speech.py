@@ -346,7 +346,6 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
     timer = StageTimer(device)
     progress = bool(gen.get("progress", True))
     fps = float(cfg["video"]["fps"])
-    prep = dict(cfg["prep"])
     settings = segment_settings(cfg)  # a bad prep.track* value stops here
     if face_checks(gen) and not dlib_available():
         raise LipVoicerError(f"{DLIB_INSTALL}, or set generate.face_checks=false")
@@ -356,6 +355,7 @@ def generate_for_video(cfg, core: GenerationCore | None = None, on_stage=None) -
     model_set = resolve_model_set(cfg)   # checked by generation_files; its one-line notice now
     if model_set is not None:
         log.warning("%s", notice(model_set))
+    prep = dict(cfg["prep"])   # after the set's folder is made absolute (its mean face, from any working folder)
     check_video_length(video_path, gen)
     stage("read_video", 0.0)
     stage("mouth_crops", 0.0)

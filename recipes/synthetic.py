@@ -48,6 +48,7 @@ def main(argv=None) -> int:
         "asr_iters": "guidance-ASR training iterations",
         "judge_iters": "training iterations of the judge (the separate recogniser used only for scoring)",
         "vocoder_iters": "HiFi-GAN training iterations",
+        "lipreader_iters": "lip-reader training iterations (stage lipreader; 0: no lip reader)",
         "batch_size": "clips sampled together when generating the test split",
         "vocab_size": "pieces of the SentencePiece tokenizer trained on the corpus transcripts",
     }

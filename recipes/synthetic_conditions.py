@@ -69,9 +69,11 @@ class Condition:
         return out
 
 
-def main_conditions(homophene: bool) -> list[Condition]:
-    ways = ["no_guidance", "true_text", "corrupted_text"] + (["corrupted_homophene", "corrupted_other"]
-                                                            if homophene else [])
+def main_conditions(homophene: bool, lipread: bool = False) -> list[Condition]:
+    """no_guidance, lipread_text (with a lip reader: LipVoicer's main row), true_text, corrupted_text and, on a
+    homophene grammar, corrupted_homophene / corrupted_other."""
+    ways = ["no_guidance", *(["lipread_text"] if lipread else []), "true_text", "corrupted_text"] + \
+        (["corrupted_homophene", "corrupted_other"] if homophene else [])
     return [Condition(w, None if w == "no_guidance" else w) for w in ways]
 
 
@@ -103,7 +105,7 @@ def conditions(s: RecipeSettings, which: str = "main"):
     """The recipe's conditions: "main" (the ways, on --n_test clips),
     "extra" (the weight sweep and the fast samplers, on --sweep_clips clips; none without it)."""
     if which == "main":
-        return main_conditions(s.homophenes)
+        return main_conditions(s.homophenes, s.lipreader_iters > 0)
     if not s.sweep_clips:
         return []
     from utils.config import compose_config
@@ -170,9 +172,30 @@ def write_homophene_texts(texts_dir, test_texts: dict[str, str], fraction: float
     return out
 
 
+def write_lipread_texts(s: RecipeSettings) -> int:
+    """texts/lipread_text/<id>.txt: what the run's lip reader read on each test clip (the lipreader stage's
+    lip_reader/reads.csv); returns the number of clips."""
+    import csv
+
+    reads = s.work_dir / "lip_reader" / "reads.csv"
+    if not reads.is_file():
+        raise LipVoicerError(f"{reads}: no lip-read texts (run the lipreader stage, --lipreader_iters N)")
+    with reads.open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        out = s.texts_dir("lipread_text") / f"{row['video_id']}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(row["hypothesis"].strip() + "\n")
+    return len(rows)
+
+
 def stage_texts(s: RecipeSettings) -> None:
-    """texts/true_text/<id>.txt (the transcripts) and texts/corrupted_text/<id>.txt (words replaced)."""
+    """texts/true_text/<id>.txt (the transcripts), texts/corrupted_text/<id>.txt (words replaced) and, with a
+    lip reader, texts/lipread_text/<id>.txt (what it read)."""
     from dataloaders.text import transcript_from_lrs_text
+
+    if s.lipreader_iters > 0:
+        log.info("lip-read texts of %d test clips", write_lipread_texts(s))
 
     test = s.data / "videos" / "test"
     files = sorted(test.rglob("*.txt"))

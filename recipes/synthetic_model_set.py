@@ -5,7 +5,8 @@
 
 writes into the set's folder the newest MelGen and guidance-ASR checkpoints of the run (weights only,
 floating-point tensors stored as float16 and loaded back into float32 models), the tokenizer, the
-mean face the mouth crops were cut with, and manifest.json (sizes, SHA-256, how the set was made, its
+mean face the mouth crops were cut with, the lip reader when the run trained one (lipreader.pth / .json,
+lipreader_units.txt: recipes/synthetic_lip_reader.py; the set then reads lips when no text is given), and manifest.json (sizes, SHA-256, how the set was made, its
 one-line notice); the config group file that points every setting at the set and gives the sizes its
 models were trained with; and, with `example`, one held-out test clip of the run (its video without
 sound and its transcript) as the bundled example. The vocoder is the run's: Griffin-Lim when no
@@ -23,6 +24,8 @@ import torch
 from omegaconf import OmegaConf
 
 from recipes.synthetic_conditions import condition_dir, conditions, generated_ids, generation_overrides
+from recipes.synthetic_lip_reader import CONFIG_NOTE
+from recipes.synthetic_lip_reader import set_files as lip_reader_set_files
 from recipes.synthetic_settings import (MELGEN_SIZES, REPO_ROOT, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings,
                                         guidance_asr_sizes, newest)
 from recipes.synthetic_training import mouth_crop_overrides
@@ -69,16 +72,19 @@ def set_overrides(s: RecipeSettings) -> list[str]:
     return [*keep, f"asr.vocab_size={s.vocab_size}", *guidance_asr_sizes(s), *crops, *vocoder]
 
 
-def config_text(s: RecipeSettings, folder_rel: str, vocoder_file: str | None) -> str:
-    """configs/models/synthetic.yaml: the set's files and the sizes of its models."""
+def config_text(s: RecipeSettings, folder_rel: str, vocoder_file: str | None, vsr: dict | None = None) -> str:
+    """configs/models/synthetic.yaml: the set's files and the sizes of its models (with `vsr`, the settings of
+    its lip reader: it reads the lips when no text is given)."""
     groups = [o.split("=", 1) for o in MELGEN_SIZES[s.size] if "=" in o]
     body = OmegaConf.from_dotlist(set_overrides(s))
-    files = {"model_set": {"name": NAME, "dir": folder_rel, "lip_reader": False},
+    files = {"model_set": {"name": NAME, "dir": folder_rel, "lip_reader": vsr is not None},
              "generate": {"ckpt_path": "${model_set.dir}/melgen.pt", "asr_ckpt": "${model_set.dir}/asr.pt"},
              "asr": {"tokenizer": "${model_set.dir}/tokenizer.model"},
              "prep": {"mean_face_path": "${model_set.dir}/mean_face.npy"}}
     if vocoder_file:
         files["vocoder"] = {"checkpoint": "${model_set.dir}/" + vocoder_file}
+    if vsr is not None:
+        files["vsr"] = dict(vsr)
     body = OmegaConf.merge(body, files)
     defaults = [f"  - override /{g}: {v}" for g, v in groups]
     if not vocoder_file:
@@ -86,7 +92,8 @@ def config_text(s: RecipeSettings, folder_rel: str, vocoder_file: str | None) ->
     head = ("# @package _global_\n"
             "# The synthetic-corpus model set (models/model_sets.py): written by `python recipes/synthetic.py ... --publish`\n"
             "# from the run that trained it (model_sets/synthetic/manifest.json says which); not edited by hand.\n"
-            "# Select it with models=synthetic; later overrides still apply (e.g. generate.w_asr=0).\n")
+            "# Select it with models=synthetic; later overrides still apply (e.g. generate.w_asr=0).\n"
+            + CONFIG_NOTE)
     return head + "defaults:\n" + "\n".join(defaults) + "\n\n" + OmegaConf.to_yaml(body)
 
 
@@ -135,6 +142,7 @@ def export_model_set(s: RecipeSettings, folder: Path, config_path: Path, report:
         if voc is not None:
             vocoder_file = "hifigan.pt"
             atomic_torch_save({"generator": half_state_dict(voc[1], "generator")}, tmp / vocoder_file)
+    lip = lip_reader_set_files(s, tmp)   # the lip reader, when the run trained one (--lipreader_iters)
     info = {"made_by": "recipes/synthetic.py --publish", "date": time.strftime("%Y-%m-%d"),
             "command": (report or {}).get("command"), "grammar": s.grammar, "size": s.size,
             "iterations": {"melgen": melgen[0], "guidance_asr": asr[0]},
@@ -142,6 +150,8 @@ def export_model_set(s: RecipeSettings, folder: Path, config_path: Path, report:
             "storage": "weights only, loaded into float32 models: float16, except MelGen's face-stream ResNet "
                        "weights as int8 with a float16 scale per output channel",
             "settings": set_overrides(s), "results": "docs/results/synthetic_%s_%s.json" % (s.grammar, s.size)}
+    if lip is not None:
+        info["lip_reader"] = lip["info"]
     if example is not None:
         ids = generated_ids(condition_dir(s, conditions(s)[0], _generate_cfg(s)))
         if not ids:
@@ -152,7 +162,8 @@ def export_model_set(s: RecipeSettings, folder: Path, config_path: Path, report:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp.replace(folder)
     atomic_text(config_path, config_text(s, folder.relative_to(REPO_ROOT).as_posix()
-                                         if folder.is_relative_to(REPO_ROOT) else str(folder), vocoder_file))
+                                         if folder.is_relative_to(REPO_ROOT) else str(folder), vocoder_file,
+                                         lip["vsr"] if lip is not None else None))
     total = sum(p.stat().st_size for p in folder.iterdir())
     log.info("model set: %s (%.1f MB), config %s", folder, total / 1e6, config_path)
     return folder / "manifest.json"

@@ -9,6 +9,7 @@ the module that holds each (each module imports only those above it; docs/synthe
   synthetic_conditions.py  texts, generate          (the conditions: no guidance, true / corrupted text, sweeps)
   synthetic_listening.py   listen                   (the independent listener on every condition)
   synthetic_scoring.py     evaluate, sweep          (the judge, the guidance ASR, chance; results.md)
+  synthetic_lip_reader.py  lipreader                (--lipreader_iters; trained, then scored on the test clips)
   synthetic_model_set.py                            (the trained models as a shipped model set)
   synthetic_publish.py     report                   (results_full.json; --publish: docs/ and the model set)
   synthetic_recipe.py      this list and the order it runs in
@@ -22,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 
-from recipes import (synthetic_conditions, synthetic_listening, synthetic_publish, synthetic_scoring,
-                     synthetic_training)
+from recipes import (synthetic_conditions, synthetic_lip_reader, synthetic_listening, synthetic_publish,
+                     synthetic_scoring, synthetic_training)
 from recipes.synthetic_settings import MELGEN_SIZES, VOCODERS, RecipeSettings, add_stage_time
 from recipes.synthetic_training import TRAINING_STAGES, ensure_mean_face, run_in_lanes
 from utils.errors import LipVoicerError
@@ -32,11 +33,11 @@ log = logging.getLogger(__name__)
 
 # The recognisers train before MelGen: the judge's held-out WER on clean mels is the first sign that the corpus
 # and the sizes work.
-STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "texts", "generate", "listen",
-          "evaluate", "sweep", "report")
-STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_conditions.STAGE_FUNCS,
-               **synthetic_listening.STAGE_FUNCS, **synthetic_scoring.STAGE_FUNCS,
-               **synthetic_publish.STAGE_FUNCS}
+STAGES = ("corpus", "prep", "tokenizer", "judge", "asr", "melgen", "vocoder", "lipreader", "texts", "generate",
+          "listen", "evaluate", "sweep", "report")
+STAGE_FUNCS = {**synthetic_training.STAGE_FUNCS, **synthetic_lip_reader.STAGE_FUNCS,
+               **synthetic_conditions.STAGE_FUNCS, **synthetic_listening.STAGE_FUNCS,
+               **synthetic_scoring.STAGE_FUNCS, **synthetic_publish.STAGE_FUNCS}
 
 
 def run_recipe(s: RecipeSettings, stages: list[str] | None = None) -> None:

@@ -137,6 +137,7 @@ class RecipeSettings:
     asr_size: str | None = None       # the guidance ASR's size (a key of ASR_SIZES; None: --size)
     publish_root: Path | None = None  # where --publish writes docs/, model_sets/, configs/models/, examples/ (None: this repository)
     asr_max_t: int | None = None      # the guidance ASR trains on x_t with t < asr_max_t (None: every step, T)
+    lipreader_iters: int = 0          # train a lip reader for this many iterations (stage lipreader; 0: none)
     extra: list[str] = field(default_factory=list)   # Hydra overrides for every script
     python: str = sys.executable
 

@@ -14,7 +14,8 @@ A training stage calls its script in chunks of at most --chunk_minutes, each res
 last checkpoint (train_in_chunks), until its iterations or --train_minutes. With --parallel the
 training stages run in two lanes (training_lanes) that share the cores (CoreShare). A new training
 stage is a function here that ends in train_in_chunks, an entry in STAGE_FUNCS and TRAINING_STAGES,
-and its name in the stage list of recipes/synthetic_recipe.py.
+and its name in the stage list of recipes/synthetic_recipe.py (the lip reader's stage, which also scores
+it, is in recipes/synthetic_lip_reader.py).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
 
-TRAINING_STAGES = ("judge", "asr", "melgen", "vocoder")   # independent of each other: --parallel runs them at once
+# independent of each other: --parallel runs them at once (the lip reader's stage is in recipes/synthetic_lip_reader.py)
+TRAINING_STAGES = ("judge", "asr", "melgen", "vocoder", "lipreader")
 
 
 # ----------------------------------------------------------------------------- training in chunks, in lanes

@@ -134,6 +134,54 @@ def test_without_transcript_the_set_samples_without_text(tiny_set, tmp_path, cap
     assert report["text"] == "" and report["text_source"].startswith("none")
 
 
+def test_a_lip_reader_added_to_a_set_reads_the_lips(tiny_set, tmp_path, caplog):
+    """recipes/synthetic_lip_reader.py: a trained lip reader (its exported files) added to a set in float16; the
+    set then reads the lips whenever no text is given, a transcript beside the video notwithstanding."""
+    from models.model_sets import check_model_set
+    from models.vsr.tokens import char_units
+    from models.vsr.training import write_lip_reader
+    from pipelines.segment_texts import LIP_READER, text_plan
+    from pipelines.video_to_speech import generate_for_video
+    from recipes.synthetic_lip_reader import SET_FILES, add_to_model_set, lipreader_dir
+    from recipes.synthetic_model_set import config_text
+    from recipes.synthetic_settings import RecipeSettings
+    from trainers.lipreader import build_model, model_json
+
+    folder, configs = tmp_path / "set", tmp_path / "configs"
+    shutil.copytree(tiny_set["set"], folder)
+    (configs / "models").mkdir(parents=True)
+    text = (tiny_set["configs"] / "models" / f"{SET_NAME}.yaml").read_text()
+    config = configs / "models" / "with_lips.yaml"
+    config.write_text(text.replace(str(tiny_set["set"]), str(folder)))
+    s = RecipeSettings(work_dir=tmp_path / "work", size="tiny", grammar="homophene")
+    units = char_units(["bat tip fan"])
+    torch.manual_seed(0)
+    model = build_model(model_json(compose_cfg(["lipreader_train=tiny"]), len(units) + 2), len(units) + 2)
+    conf = model_json(compose_cfg(["lipreader_train=tiny"]), len(units) + 2)
+    write_lip_reader(lipreader_dir(s), model, conf, units, names=("model.pth", "model.json", "units.txt"))
+    (s.work_dir / "lip_reader").mkdir()
+    (s.work_dir / "lip_reader" / "scores.json").write_text(json.dumps({"wer_pct": 70.0, "right_group_pct": 90.0}))
+
+    manifest = json.loads(add_to_model_set(s, folder, config).read_text())
+    assert set(SET_FILES.values()) <= set(manifest["files"]) and manifest["iterations"] == {"melgen": 7, "guidance_asr": 5}
+    assert manifest["lip_reader"]["wer_pct"] == 70.0 and manifest["lip_reader"]["right_group_pct"] == 90.0
+    check_model_set(folder)
+    assert torch.load(folder / SET_FILES["model_path"])["encoder.embed.0.weight"].dtype == torch.float16
+    assert "lip_reader: true" in config_text(s, "x", None, {"beam_size": 10}) and "beam_size: 10" in config_text(
+        s, "x", None, {"beam_size": 10})
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(tiny_set["video"], video)
+    (tmp_path / "clip.txt").write_text("Text:  BAT TIP FAN\n")   # not used: the set reads the lips
+    cfg = compose_cfg([f"hydra.searchpath=[file://{configs}]", "models=with_lips", "generate.device=cpu",
+                       "generate.progress=false", "prep.progress=false", f"generate.video_path={video}",
+                       f"generate.save_dir={tmp_path / 'out'}"])
+    assert cfg.model_set.lip_reader and cfg.vsr.lm_weight == 0 and text_plan(cfg).kind == LIP_READER
+    out = generate_for_video(cfg)
+    report = json.loads((out / "clip.json").read_text())
+    assert report["text_source"] == "lip reader" and set(report["text"]) <= set("batipfn ")
+
+
 @pytest.mark.parametrize("damage, needle", [
     ("flip", "asr.pt: SHA-256 differs from the model set's manifest"),
     ("truncate", "asr.pt: 10 bytes where the model set's manifest says"),
@@ -187,9 +235,11 @@ SHIPPED = REPO_ROOT / "model_sets" / "synthetic"
 EXAMPLE = REPO_ROOT / "examples" / "synthetic_clip.mp4"
 
 
+@pytest.mark.espeak_words   # the homophene groups of the words read
 @pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")
 def test_shipped_set_speaks_the_bundled_example_offline(tmp_path):
-    """What `bash run_inference.sh` with no video runs: the example clip through models=synthetic."""
+    """What `bash run_inference.sh` with no video runs: the example clip through models=synthetic, its text read
+    from the lips by the set's lip reader (the transcript beside the clip is not used)."""
     import subprocess
 
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
@@ -204,9 +254,42 @@ def test_shipped_set_speaks_the_bundled_example_offline(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("using the synthetic-corpus model set") == 1   # said once, in one line
     report = json.loads((tmp_path / "synthetic_clip" / "synthetic_clip.json").read_text())
-    assert report["text_source"] == "transcript synthetic_clip.txt"
-    assert report["text"] == (REPO_ROOT / "examples" / "synthetic_clip.txt").read_text().strip()
+    assert report["text_source"] == "lip reader" and manifest["lip_reader"]["right_group_pct"] > 80
+    # the lips decide the homophene group of each word (bat / pat / mat), not the word
+    from dataloaders.synthetic.homophenes import group_of
+
+    truth = (REPO_ROOT / "examples" / "synthetic_clip.txt").read_text().split()
+    read = report["text"].split()
+    assert len(read) == len(truth) and [group_of(w) for w in read] == [group_of(w) for w in truth], read
     assert abs(report["audio_seconds"] - report["seconds"]) <= 0.04
+    # lipread.py reads the same with the set
+    from lipread import lipread
+    from utils.config import compose_config
+
+    assert lipread(compose_config(["models=synthetic", f"vsr.input={EXAMPLE}", "prep.progress=false"])) == report["text"]
+
+
+@pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")
+def test_the_shipped_set_crops_with_its_mean_face_from_any_folder(tmp_path, monkeypatch):
+    """The set's prep.mean_face_path interpolates model_set.dir, which is relative to the repository: the video's
+    preparation settings are read after the set's folder is made absolute (they were read before, and a run
+    outside the repository stopped at 'mean face not found')."""
+    import pipelines.video_to_speech as v2s
+    from utils.config import compose_config
+
+    seen = {}
+
+    def stop(path, prep, *a, **k):
+        seen["mean_face"] = prep["mean_face_path"]
+        raise LipVoicerError("stop here")
+
+    monkeypatch.setattr(v2s, "analyse_segments", stop)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config(["models=synthetic", f"generate.video_path={EXAMPLE}", f"generate.save_dir={tmp_path}",
+                          "generate.text=bat", "generate.device=cpu", "generate.face_checks=false"])
+    with pytest.raises(LipVoicerError, match="stop here"):
+        v2s.generate_for_video(cfg)
+    assert Path(seen["mean_face"]) == SHIPPED.resolve() / "mean_face.npy"
 
 
 @pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the synthetic model set is not in this checkout")

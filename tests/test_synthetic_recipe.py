@@ -111,13 +111,15 @@ def test_unknown_stage_or_size_is_an_error(tmp_path):
 def test_every_stage_has_one_function():
     """The stage list of synthetic_recipe.py against the stage tables of the modules that hold the stages: each
     stage in exactly one of them (a name in two would silently run only one), none without a function."""
-    from recipes import synthetic_conditions, synthetic_listening, synthetic_publish, synthetic_scoring
+    from recipes import (synthetic_conditions, synthetic_lip_reader, synthetic_listening, synthetic_publish,
+                         synthetic_scoring)
 
-    tables = [synthetic_training.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS, synthetic_listening.STAGE_FUNCS,
+    tables = [synthetic_training.STAGE_FUNCS, synthetic_lip_reader.STAGE_FUNCS, synthetic_conditions.STAGE_FUNCS,
+              synthetic_listening.STAGE_FUNCS,
               synthetic_scoring.STAGE_FUNCS, synthetic_publish.STAGE_FUNCS]
     names = [name for table in tables for name in table]
     assert sorted(names) == sorted(STAGES) and set(STAGE_FUNCS) == set(STAGES)
-    assert set(synthetic_training.TRAINING_STAGES) <= set(synthetic_training.STAGE_FUNCS)
+    assert set(synthetic_training.TRAINING_STAGES) <= {*synthetic_training.STAGE_FUNCS, *synthetic_lip_reader.STAGE_FUNCS}
 
 
 @pytest.mark.slow
@@ -143,7 +145,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     bad = sorted((gen / "corrupted_text").rglob("*.txt"))
     assert any(t.read_text().splitlines()[1][9:] != t.read_text().splitlines()[0][4:] for t in bad)
     assert not list((gen / "no_guidance").rglob("w1=2_w2=1.5*"))
-    assert len(STAGES) == 13
+    assert len(STAGES) == 14
 
 
 def _run_script_in_process(s, args, what, threads=None):
@@ -175,7 +177,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_settings, "run_script", _run_script_in_process)
     work, pub = tmp_path / "recipe", tmp_path / "published"
     assert main(["--work_dir", str(work), "--size", "tiny", "--grammar", "homophene", "--n_clips", "6",
-                 "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1",
+                 "--audio_clips", "3", "--melgen_iters", "1", "--asr_iters", "1", "--judge_iters", "1", "--lipreader_iters", "1",
                  "--vocoder", "griffinlim", "--device", "cpu", "--workers", "1", "--batch_size", "4",
                  "--vocab_size", "40", "--n_test", "1", "--asr_max_t", "5", "--publish", "--publish_root", str(pub),
                  "--mean_face", str(mean_face_source()), "prep.synthetic.frame_size=128", "diffusion.T=8",
@@ -184,7 +186,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert (work / "data" / "audio_guidance.list").read_text().split() and (work / "data" / "audio_judge.list").is_file()
     results = json.loads((work / "results.json").read_text())
     assert results["meta"]["size"] == "tiny" and results["meta"]["grammar"] == "homophene"
-    ways = {GROUND_TRUTH, *WAYS, "corrupted_homophene", "corrupted_other"}
+    ways = {GROUND_TRUTH, *WAYS, "lipread_text", "corrupted_homophene", "corrupted_other"}
     assert set(results["results"]) == ways
     for way, summary in results["results"].items():
         assert summary["n_clips"] == 1, way
@@ -216,6 +218,13 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
         assert 0 <= heard["no_guidance"]["words"]["right_group_pct"] <= 100
     manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
     assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
+    # the lip reader (stage lipreader): trained, scored on the test clip, shipped in the set, which then reads lips
+    scores = json.loads((work / "lip_reader" / "scores.json").read_text())
+    assert scores["test_clips"] == 1 and scores["iterations"] == 1 and "right_group_pct" in scores
+    assert {"lipreader.pth", "lipreader.json", "lipreader_units.txt"} <= set(manifest["files"])
+    assert manifest["lip_reader"]["wer_pct"] == scores["wer_pct"]
+    config = (pub / "configs" / "models" / "synthetic.yaml").read_text()
+    assert "lip_reader: true" in config and "model_path: ${model_set.dir}/lipreader.pth" in config
     assert (pub / "examples" / "synthetic_clip.mp4").is_file() and (pub / "configs" / "models" / "synthetic.yaml").is_file()
 
 
@@ -246,3 +255,21 @@ def test_train_minutes_caps_a_parallel_lane_not_each_stage(tmp_path, monkeypatch
     times = {"corpus": 60.0, "judge": 600.0, "asr": 1200.0, "melgen": 1700.0, "generate": 100.0}
     assert wall_seconds(s, times) == pytest.approx(60 + 1800 + 100)
     assert wall_seconds(RecipeSettings(tmp_path), times) == pytest.approx(sum(times.values()))
+
+
+def test_lip_read_texts_become_a_condition(tmp_path):
+    """With a lip reader (--lipreader_iters), its reads of the test clips guide a condition of their own,
+    lipread_text, between no guidance and the true text; without one there is none."""
+    from recipes.synthetic_conditions import conditions, write_lipread_texts
+
+    s = RecipeSettings(work_dir=tmp_path, grammar="homophene", lipreader_iters=5)
+    assert [c.name for c in conditions(s)][:3] == ["no_guidance", "lipread_text", "true_text"]
+    assert "lipread_text" not in [c.name for c in conditions(RecipeSettings(work_dir=tmp_path, grammar="homophene"))]
+    with pytest.raises(LipVoicerError, match=r"lip_reader/reads\.csv: no lip-read texts \(run the lipreader stage"):
+        write_lipread_texts(s)
+    reads = tmp_path / "lip_reader" / "reads.csv"
+    reads.parent.mkdir()
+    reads.write_text("video_id,reference,hypothesis\nspk00/00001,bat tip,pat tip\nspk01/00002,fan dug,\n")
+    assert write_lipread_texts(s) == 2
+    assert (s.texts_dir("lipread_text") / "spk00" / "00001.txt").read_text() == "pat tip\n"
+    assert (s.texts_dir("lipread_text") / "spk01" / "00002.txt").read_text() == "\n"

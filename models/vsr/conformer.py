@@ -29,8 +29,12 @@ class ConvolutionModule(nn.Module):
         self.pointwise_cov2 = nn.Conv1d(channels, channels, 1)
         self.activation = Swish()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C); frames (B, T) bool, True on real frames: padding is zeroed before the depthwise
+        convolution (batched training), so that a clip's output does not depend on its padding there."""
         x = nn.functional.glu(self.pointwise_cov1(x.transpose(1, 2)), dim=1)
+        if frames is not None:
+            x = x.masked_fill(~frames.unsqueeze(1), 0.0)
         x = self.activation(self.norm(self.depthwise_conv(x)))
         return self.pointwise_cov2(x).transpose(1, 2)
 
@@ -57,13 +61,14 @@ class EncoderLayer(nn.Module):
         self.rel = isinstance(self_attn, RelPositionMultiHeadedAttention)
 
     def forward(self, x: torch.Tensor, pos_emb: torch.Tensor | None = None,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """keep: attention mask broadcastable to (B, h, L, L); frames (B, L) bool: real frames (conv module)."""
         if self.feed_forward_macaron is not None:
             x = x + self.ff_scale * self.feed_forward_macaron(self.norm_ff_macaron(x))
         h = self.norm_mha(x)
         x = x + (self.self_attn(h, pos_emb, keep) if self.rel else self.self_attn(h, h, h, keep))
         if self.conv_module is not None:
-            x = x + self.conv_module(self.norm_conv(x))
+            x = x + self.conv_module(self.norm_conv(x), frames)
         x = x + self.ff_scale * self.feed_forward(self.norm_ff(x))
         if self.conv_module is not None:
             x = self.norm_final(x)
@@ -100,7 +105,7 @@ class ConformerEncoder(nn.Module):
 
     def __init__(self, cfg: VSRConfig):
         super().__init__()
-        self.frontend = Conv3dResNet(cfg.relu_type)
+        self.frontend = Conv3dResNet(cfg.relu_type, cfg.frontend_width)
         self.rel = cfg.encoder_attn == "rel_mha"
         pos = RelPositionalEncoding(cfg.adim) if self.rel else PositionalEncoding(cfg.adim)
         self.embed = nn.Sequential(nn.Linear(self.frontend.out_dim, cfg.adim), pos)
@@ -118,12 +123,23 @@ class ConformerEncoder(nn.Module):
         ])
         self.after_norm = LayerNorm(cfg.adim)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """lengths (B,) real frames per clip of a zero-padded batch (None: every frame is real); padded
+        frames are left out of self-attention and the convolution modules."""
         x = self.embed[0](self.frontend(video))
         if self.rel:
             x, pos_emb = self.embed[1](x)
         else:
             x, pos_emb = self.embed[1](x), None
+        keep = frames = None
+        if lengths is not None:
+            frames = frame_mask(lengths, x.size(1))
+            keep = frames[:, None, None, :]
         for layer in self.encoders:
-            x = layer(x, pos_emb)
+            x = layer(x, pos_emb, keep, frames)
         return self.after_norm(x)
+
+
+def frame_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) bool, True on the first lengths[b] positions of row b."""
+    return torch.arange(n, device=lengths.device).unsqueeze(0) < lengths.to(torch.long).unsqueeze(1)

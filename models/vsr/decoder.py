@@ -25,10 +25,10 @@ class DecoderLayer(nn.Module):
         self.norm2 = LayerNorm(size)
         self.norm3 = LayerNorm(size)
 
-    def forward(self, x, keep, memory):
+    def forward(self, x, keep, memory, memory_keep=None):
         h = self.norm1(x)
         x = x + self.self_attn(h, h, h, keep)
-        x = x + self.src_attn(self.norm2(x), memory, memory)
+        x = x + self.src_attn(self.norm2(x), memory, memory, memory_keep)
         return x + self.feed_forward(self.norm3(x))
 
     def step(self, x, cache, mem_kv):
@@ -51,12 +51,13 @@ class TransformerDecoder(nn.Module):
         self.after_norm = LayerNorm(size)
         self.output_layer = nn.Linear(size, odim)
 
-    def forward(self, ys: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """ys (B, L) token ids starting with sos, memory (B, T, D) -> log-probs (B, L, odim)."""
+    def forward(self, ys: torch.Tensor, memory: torch.Tensor, memory_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """ys (B, L) token ids starting with sos, memory (B, T, D) -> log-probs (B, L, odim).
+        memory_keep (B, 1, 1, T) bool: the real encoder frames of a padded batch (None: all)."""
         x = self.embed(ys)
         keep = causal_keep(ys.size(1), ys.device)
         for layer in self.decoders:
-            x = layer(x, keep, memory)
+            x = layer(x, keep, memory, memory_keep)
         return torch.log_softmax(self.output_layer(self.after_norm(x)), dim=-1)
 
     def memory_kv(self, memory: torch.Tensor):

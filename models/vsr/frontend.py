@@ -3,6 +3,8 @@
 (B, 1, T, H, W) grey mouth crops -> (B, T, 512) per-frame features. The stem
 (conv 5x7x7, stride 1x2x2, BN, swish, max-pool 1x3x3 / 1x2x2) keeps the frame
 rate; the trunk runs on every frame separately and ends with global average pooling.
+`width` (64 in the published model) is the stem's channels and the first stage's; the
+stages double it (64, 128, 256, 512): a narrower front end for small lip readers.
 Key names: `frontend3D.{0,1}.*`, `trunk.layer{1..4}.{0,1}.*`.
 """
 from __future__ import annotations
@@ -67,19 +69,19 @@ class ResNetTrunk(nn.Module):
 
 
 class Conv3dResNet(nn.Module):
-    def __init__(self, relu_type: str = "swish"):
+    def __init__(self, relu_type: str = "swish", width: int = 64):
         super().__init__()
         self.frontend3D = nn.Sequential(
-            nn.Conv3d(1, 64, (5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
-            nn.BatchNorm3d(64),
+            nn.Conv3d(1, width, (5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False),
+            nn.BatchNorm3d(width),
             Swish(),  # the stem always uses swish, whatever relu_type says
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
-        self.trunk = ResNetTrunk(relu_type)
+        self.trunk = ResNetTrunk(relu_type, width)
         self.out_dim = self.trunk.out_dim
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, 1, T, H, W) -> (B, T, 512)."""
+        """video (B, 1, T, H, W) -> (B, T, 8 * width)."""
         b = video.size(0)
         x = self.frontend3D(video)  # (B, 64, T, H', W')
         t = x.size(2)

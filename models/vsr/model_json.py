@@ -5,6 +5,10 @@ dict is accepted too); the LM's is a dict. Only the fields that shape the networ
 are read; each is checked, and a value this implementation does not support is an
 error naming the field (one line, LipVoicerError). Training-only fields (dropout,
 label smoothing, reporting) are ignored.
+
+One field is this project's own: `frontend_width` (the visual front end's first channel
+count; absent = 64, the published ResNet-18), written by trainers/lipreader.py for small
+lip readers. `vsr_model_json` writes a `[idim, odim, args]` list that this reader reads back.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class VSRConfig:
     relu_type: str = "swish"
     labels_type: str = "unigram5000"   # unigram5000 (units file) | char (char_list below)
     char_list: tuple | None = None
+    frontend_width: int = 64           # stem / first-stage channels of the ResNet front end (published: 64)
 
     @property
     def has_ctc(self) -> bool:
@@ -160,7 +165,28 @@ def parse_vsr_json(obj, source: str = "model.json") -> VSRConfig:
         zero_triu=f.flag("zero_triu", False),
         relu_type=f.choice("relu_type", ("swish", "relu", "prelu"), default="swish"),
         labels_type=labels_type, char_list=char_list,
+        frontend_width=f.pos_int("frontend_width", 64, required=False),
     )
+
+
+def vsr_model_json(cfg: VSRConfig, odim: int, idim: int = 80, extra: dict | None = None) -> list:
+    """ESPnet's `[idim, odim, args]` for a lip reader of this architecture family: the fields
+    parse_vsr_json reads (with the published model's names), plus `extra` (training settings, kept
+    for the record). Only the units-file labels are written (labels_type unigram5000)."""
+    if cfg.labels_type != "unigram5000":
+        raise ValueError("vsr_model_json writes lip readers with a units file (labels_type unigram5000)")
+    args = {
+        "adim": cfg.adim, "aheads": cfg.aheads, "eunits": cfg.eunits, "elayers": cfg.elayers,
+        "dunits": cfg.dunits, "dlayers": cfg.dlayers, "mtlalpha": cfg.mtlalpha,
+        "transformer_input_layer": cfg.input_layer, "transformer_encoder_attn_layer_type": cfg.encoder_attn,
+        "macaron_style": cfg.macaron_style, "use_cnn_module": cfg.use_cnn_module,
+        "cnn_module_kernel": cfg.cnn_module_kernel, "zero_triu": cfg.zero_triu, "relu_type": cfg.relu_type,
+        "labels_type": cfg.labels_type, "frontend_width": cfg.frontend_width,
+        "ctc_type": "builtin", "a_upsample_ratio": 1, "normalize_before": True, "concat_after": False,
+    }
+    if cfg.encoder_attn == "rel_mha":
+        args["rel_pos_type"] = "latest"
+    return [int(idim), int(odim), {**(extra or {}), **args}]
 
 
 def parse_lm_json(obj, source: str = "lm model.json") -> LMConfig:
