@@ -68,3 +68,27 @@ def test_mouth_shapes_are_smooth_and_ambiguous_within_a_viseme():
     assert pat[:3, 0].max() < 0.05                 # closed during the leading silence
     assert pat[:, 0].max() > 0.35                  # open on the vowel
     assert np.abs(np.diff(pat[:, 0])).max() < 0.7 * pat[:, 0].max()  # eased in, not a jump
+
+
+def _fresh_samples(code: str) -> bytes:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom dataloaders.synthetic.espeak import synthesize\n" + code],
+                       cwd=REPO_ROOT, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return r.stdout
+
+
+def test_speaking_earlier_in_a_process_does_not_change_a_later_clip():
+    """synthesize() speaks in a forked child by default, so what a process said before (another test, an
+    evaluation) never changes a corpus clip it makes later: the same words as from a fresh process. Speaking
+    in the process itself (isolated=False) would: the engine carries state from one utterance to the next."""
+    clip = "sys.stdout.buffer.write(synthesize('place the red cup', rate=160).samples.tobytes())"
+    fresh = _fresh_samples(clip)
+    assert _fresh_samples("synthesize('the green box by the window')\n" + clip) == fresh
+    assert _fresh_samples("synthesize('the green box by the window', isolated=False)\n" + clip) != fresh
+    synthesize("the green box by the window")   # in this process too
+    assert synthesize("place the red cup", rate=160).samples.tobytes() == fresh

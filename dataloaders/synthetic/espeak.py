@@ -193,13 +193,15 @@ def _get_engine() -> _Engine:
 
 
 def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-               word_gap: int = 0, isolated: bool = False) -> Utterance:
+               word_gap: int = 0, isolated: bool = True) -> Utterance:
     """Speak `text`; returns the audio (int16 at the library's rate) and the phoneme timings.
 
     voice: an espeak-ng voice name, optionally with a variant (`en-us+f3`); rate in words per
     minute (80-450); pitch and pitch_range 0-100 (50 = normal); word_gap in units of 10 ms.
-    isolated: synthesise in a forked child process (POSIX), so that nothing spoken earlier in
-    this process changes the result (reproducible corpora).
+    isolated (the default): synthesise in a forked child process (POSIX), so that nothing spoken earlier in
+    this process changes the result (reproducible corpora). isolated=False speaks in this process (a fork
+    less per call), and from then on the children of this process inherit what it spoke: a later isolated
+    call may then differ from the same call in a fresh process.
     """
     if not text.strip():
         raise LipVoicerError("espeak-ng: empty text")
