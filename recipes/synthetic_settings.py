@@ -185,9 +185,11 @@ class RecipeSettings:
 
 
 # ----------------------------------------------------------------------------- running a stage's scripts
-def run_script(s: RecipeSettings, args: list[str], what: str, threads: int | None = None) -> None:
+def run_script(s: RecipeSettings, args: list[str], what: str, threads: int | None = None,
+               partial_ok: bool = False) -> None:
     """Run `python <args>` from the repository root; a failure stops the recipe naming the stage.
-    threads: the process's CPU threads (default --threads; None: torch's default)."""
+    threads: the process's CPU threads (default --threads; None: torch's default). partial_ok: exit status 1
+    (a batch script that went on past failed files, which it has logged) is a warning, not a failure."""
     cmd = [s.python, *args]
     threads = threads or s.threads
     log.info("[%s]%s %s", what, f" ({threads} threads)" if threads else "", " ".join(cmd))
@@ -195,7 +197,9 @@ def run_script(s: RecipeSettings, args: list[str], what: str, threads: int | Non
     if threads:  # on a shared or small CPU, one thread per process avoids oversubscription (much faster)
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     r = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
-    if r.returncode != 0:
+    if r.returncode == 1 and partial_ok:
+        log.warning("[%s] some files failed (named above); the recipe goes on without them", what)
+    elif r.returncode != 0:
         raise LipVoicerError(f"recipe stage '{what}' failed (exit code {r.returncode}): {' '.join(cmd)}")
 
 

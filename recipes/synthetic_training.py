@@ -178,7 +178,8 @@ def stage_prep(s: RecipeSettings) -> None:
                                 "prep.progress=false", *corpus_overrides(s)], f"prep audio {split}")
         settings.run_script(s, ["dataloaders/extract_mouthcrops.py", "--ds_dir", str(videos), "--split", split,
                                 "--out_dir", str(s.data / "mouth_rois"), *crops, f"prep.num_workers={s.workers}",
-                                "prep.progress=false", *corpus_overrides(s)], f"prep mouth crops {split}")
+                                "prep.progress=false", *corpus_overrides(s)], f"prep mouth crops {split}",
+                            partial_ok=True)   # a clip without a usable face: the datasets skip it
     settings.run_script(s, ["dataloaders/wav2mel.py", f"wav2mel.audios_dir={s.data / 'audios'}",
                             f"wav2mel.num_workers={s.workers}", *common(s)], "prep mels")
 
@@ -239,10 +240,16 @@ def stage_vocoder(s: RecipeSettings) -> Path | None:
 
 
 # ----------------------------------------------------------------------------- lanes, wall time, iterations
+SECOND_LANE = ("judge", "lipreader", "asr", "vocoder")
+
+
 def training_lanes(names: list[str]) -> list[list[str]]:
     """--parallel: MelGen (the longest) in a lane of its own, the other training stages one after another in a
-    second lane (judge, guidance ASR, vocoder): two processes for two cores, not four."""
-    rest = [n for n in names if n != "melgen"]
+    second lane (SECOND_LANE: judge, lip reader, guidance ASR, vocoder): two processes for two cores, not four.
+    The guidance ASR comes after the lip reader: it is the one stage that improves with whatever time
+    --train_minutes leaves, while a lip reader stopped by the cap before its first checkpoint would be none."""
+    rest = sorted((n for n in names if n != "melgen"),
+                  key=lambda n: SECOND_LANE.index(n) if n in SECOND_LANE else len(SECOND_LANE))
     return [lane for lane in (["melgen"] if "melgen" in names else [], rest) if lane]
 
 

@@ -35,6 +35,9 @@ def test_parallel_training_lanes_share_the_cores(tmp_path):
     from recipes.synthetic_training import CoreShare, training_lanes
     assert training_lanes(["judge", "asr", "melgen", "vocoder"]) == [["melgen"], ["judge", "asr", "vocoder"]]
     assert training_lanes(["asr"]) == [["asr"]]
+    # the lip reader before the guidance ASR, which takes what --train_minutes leaves
+    assert training_lanes(["judge", "asr", "melgen", "vocoder", "lipreader"]) == [
+        ["melgen"], ["judge", "lipreader", "asr", "vocoder"]]
     share = CoreShare(cores=2)
     s = RecipeSettings(tmp_path, threads=1, parallel=True)
     share.enter(), share.enter()
@@ -273,3 +276,16 @@ def test_lip_read_texts_become_a_condition(tmp_path):
     assert write_lipread_texts(s) == 2
     assert (s.texts_dir("lipread_text") / "spk00" / "00001.txt").read_text() == "pat tip\n"
     assert (s.texts_dir("lipread_text") / "spk01" / "00002.txt").read_text() == "\n"
+
+
+def test_a_batch_script_that_went_on_past_failed_files_does_not_stop_the_recipe(tmp_path, caplog):
+    """Mouth cropping exits 1 when some clips had no usable face (it names them and goes on): with partial_ok
+    the recipe warns and goes on; any other failure, or exit 1 without partial_ok, stops it naming the stage."""
+    s = RecipeSettings(tmp_path)
+    with caplog.at_level("WARNING"):
+        synthetic_settings.run_script(s, ["-c", "raise SystemExit(1)"], "prep mouth crops test", partial_ok=True)
+    assert "[prep mouth crops test] some files failed" in caplog.text
+    with pytest.raises(LipVoicerError, match="recipe stage 'prep mouth crops test' failed \\(exit code 1\\)"):
+        synthetic_settings.run_script(s, ["-c", "raise SystemExit(1)"], "prep mouth crops test")
+    with pytest.raises(LipVoicerError, match="exit code 2"):
+        synthetic_settings.run_script(s, ["-c", "raise SystemExit(2)"], "prep", partial_ok=True)
