@@ -34,7 +34,7 @@ from pathlib import Path
 
 from recipes import synthetic_settings as settings
 from recipes.synthetic_settings import (MELGEN_SIZES, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings, asr_overrides, common,
-                                        guidance_asr_sizes, newest)
+                                        guidance_asr_sizes, newest, test_split_overrides)
 from utils.errors import LipVoicerError
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def generation_overrides(s: RecipeSettings) -> list[str]:
             f"asr.tokenizer={s.tokenizer.resolve()}",
             f"generate.batch_size={s.batch_size}",
             f"generate.device={s.device}", "generate.progress=false",
-            *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]
+            *test_split_overrides(s), *([f"generate.n_samples={s.n_test}"] if s.n_test else [])]
 
 
 def condition_dir(s: RecipeSettings, cond, cfg_gen) -> Path:

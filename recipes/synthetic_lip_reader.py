@@ -30,7 +30,8 @@ if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.synthetic_words import homophene_words  # noqa: E402
-from recipes.synthetic_settings import MELGEN_SIZES, REPO_ROOT, RecipeSettings, common, newest, stage_times  # noqa: E402
+from recipes.synthetic_settings import (MELGEN_SIZES, REPO_ROOT, RecipeSettings, common, newest, stage_times,  # noqa: E402
+                                        test_split_overrides)
 from recipes.synthetic_training import train_in_chunks  # noqa: E402
 from utils.errors import LipVoicerError, exit_on_user_error  # noqa: E402
 
@@ -86,7 +87,7 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
     files = files or exported(s)
     if files is None:
         raise LipVoicerError(f"{lipreader_dir(s)}: no trained lip reader to score (run the lipreader stage)")
-    cfg = compose_config([*common(s), *MELGEN_SIZES[s.size], *(f"vsr.{k}={v}" for k, v in files.items()),
+    cfg = compose_config([*common(s), *test_split_overrides(s), *MELGEN_SIZES[s.size], *(f"vsr.{k}={v}" for k, v in files.items()),
                           *(f"vsr.{k}={v}" for k, v in SET_DECODING.items())])
     reader = load_lip_reader(cfg, "cpu")
     clips = list_split_clips(cfg["dataset"], "test")[:s.n_test or None]

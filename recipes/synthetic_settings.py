@@ -211,6 +211,30 @@ def newest(folder: Path, pattern: str = r"^(\d+)\.pkl$") -> tuple[int, Path] | N
     return max(found) if found else None
 
 
+TEST_LIST = "test_clips.list"   # under the corpus root: the recipe's test clips (test_split_overrides)
+
+
+def test_split_overrides(s: RecipeSettings) -> list[str]:
+    """With --n_test N: the recipe's test clips are the first N of the test split that data preparation could
+    crop (a clip without a usable face track has no mouth crops; taking the first N listed would leave the
+    run with fewer than N, and the lip reader, which skips such clips, with other ones). Written to
+    <corpus>/test_clips.list on every call (cheap); the overrides give it to generation and the lip reader."""
+    if not s.n_test:
+        return []
+    from dataloaders.layout import ClipPaths, list_split_clips
+    from utils.files import atomic_text
+    from utils.config import compose_config
+
+    dataset = compose_config(common(s))["dataset"]
+    clips = [c for c in list_split_clips(dataset, "test") if ClipPaths(dataset, c).mouth.is_file()][:s.n_test]
+    if not clips:
+        raise LipVoicerError(f"{dataset['mouthrois_dir']}: no test clip has mouth crops (run the prep stage)")
+    if len(clips) < s.n_test:
+        log.warning("only %d test clips have mouth crops (--n_test %d)", len(clips), s.n_test)
+    atomic_text(s.data / TEST_LIST, "".join(c.split("/", 1)[1] + "\n" for c in clips))
+    return [f"dataset.splits.test=[{{dir:test,list:'{TEST_LIST}'}}]"]
+
+
 def common(s: RecipeSettings, seed: int | None = None) -> list[str]:
     return ["dataset=synthetic", f"dataset.root={s.data}", f"seed={s.seed if seed is None else seed}",
             f"hydra.run.dir={s.work_dir / 'hydra' / str(time.time_ns())}", *SIZE_EXTRA.get(s.size, []), *s.extra]

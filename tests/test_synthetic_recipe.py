@@ -289,3 +289,28 @@ def test_a_batch_script_that_went_on_past_failed_files_does_not_stop_the_recipe(
         synthetic_settings.run_script(s, ["-c", "raise SystemExit(1)"], "prep mouth crops test")
     with pytest.raises(LipVoicerError, match="exit code 2"):
         synthetic_settings.run_script(s, ["-c", "raise SystemExit(2)"], "prep", partial_ok=True)
+
+
+def test_the_test_clips_are_the_first_n_that_have_mouth_crops(tmp_path):
+    """--n_test N: generation and the lip reader get the first N test clips that data preparation could crop
+    (one without a usable face has no crops), all N of them and the same ones, through test_clips.list."""
+    from dataloaders.layout import list_split_clips
+    from utils.config import compose_config
+
+    s = RecipeSettings(tmp_path / "run", n_test=2)
+    for clip in ("spk0/00001", "spk0/00002", "spk0/00003", "spk1/00001"):
+        video = s.data / "videos" / "test" / f"{clip}.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        video.write_bytes(b"")
+        if clip != "spk0/00002":   # no usable face: no crops
+            crops = s.data / "mouth_rois" / "test" / f"{clip}.npz"
+            crops.parent.mkdir(parents=True, exist_ok=True)
+            crops.write_bytes(b"")
+    over = synthetic_settings.test_split_overrides(s)
+    assert (s.data / "test_clips.list").read_text() == "spk0/00001\nspk0/00003\n"
+    dataset = compose_config([*synthetic_settings.common(s), *over])["dataset"]
+    assert list_split_clips(dataset, "test") == ["test/spk0/00001", "test/spk0/00003"]
+    assert synthetic_settings.test_split_overrides(RecipeSettings(tmp_path / "run")) == []   # all clips
+    (s.data / "mouth_rois").rename(tmp_path / "elsewhere")
+    with pytest.raises(LipVoicerError, match="no test clip has mouth crops"):
+        synthetic_settings.test_split_overrides(s)
