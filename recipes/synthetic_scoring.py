@@ -26,7 +26,7 @@ from recipes.synthetic_conditions import (GROUND_TRUTH, WAYS, condition_dir, con
                                           generated_ids, generation_overrides, start_sweep, weight_sweep,
                                           write_ground_truth)
 from recipes.synthetic_settings import (JUDGE_SIZES, SIZE_EXTRA, RecipeSettings, asr_overrides, common, newest,
-                                        stage_times)
+                                        stage_times, test_split_overrides)
 from recipes.synthetic_training import iterations_reached
 from recipes.synthetic_words import clip_rows, flat_scores, subset_summary
 from utils.errors import LipVoicerError
@@ -156,7 +156,7 @@ def score_condition(s: RecipeSettings, name: str, gdir: Path, judge: Path, force
     n = len(generated_ids(gdir))
     if not force and summary.is_file() and json.loads(summary.read_text()).get("n_clips") == n:
         return json.loads(summary.read_text())
-    settings.run_script(s, ["evaluate.py", *common(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
+    settings.run_script(s, ["evaluate.py", *common(s), *test_split_overrides(s), *asr_overrides(s, JUDGE_SIZES[s.size]),
                             f"evaluate.generated_dir='{gdir}'", f"evaluate.asr_ckpt={judge}",
                             f"evaluate.tokenizer={s.tokenizer}", f"evaluate.out_dir={out}",
                             f"evaluate.device={s.device}", f"evaluate.recognize_from={s.judge_reads()}",
