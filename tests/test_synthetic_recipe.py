@@ -151,9 +151,10 @@ def test_tiny_recipe_runs_every_stage(tmp_path):
     assert len(STAGES) == 14
 
 
-def _run_script_in_process(s, args, what, threads=None):
+def _run_script_in_process(s, args, what, threads=None, partial_ok=False):
     """The recipe's run_script without a new interpreter per call: `python <script> args` (or
-    `python -m <module> args`) runs as __main__ inside this process; a non-zero exit stops the recipe."""
+    `python -m <module> args`) runs as __main__ inside this process; a non-zero exit stops the recipe
+    (exit 1 with partial_ok too: every clip of the tiny corpus must prepare)."""
     old_argv = sys.argv
     try:
         if args[0] == "-m":
