@@ -82,6 +82,8 @@ def recipe_command(s: RecipeSettings) -> str:
     if s.train_minutes:
         parts.append(f"--train_minutes {s.train_minutes:g}")
     parts += [f"--melgen_iters {s.melgen_iters}", f"--asr_iters {s.asr_iters}", f"--judge_iters {s.judge_iters}"]
+    if s.lipreader_iters:
+        parts.append(f"--lipreader_iters {s.lipreader_iters}")
     if s.n_test:
         parts.append(f"--n_test {s.n_test}")
     if s.sweep_clips:
