@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 
 from recipes.synthetic_conditions import (GROUND_TRUTH, SUBSTITUTIONS, condition_dir, conditions, generated_ids,
@@ -119,7 +120,7 @@ def listener_summary(rows: list[dict], group_of=None, subs_path: Path | None = N
     from pipelines.intervals import ratio_interval
     from pipelines.listener import corpus_wer_ci
 
-    pct = (lambda v: round(100.0 * v, 1))
+    pct = (lambda v: None if math.isnan(v) else round(100.0 * v, 1))   # no interval from one clip: null in JSON
     wer, (lo, hi) = corpus_wer_ci(rows)
     out = {"n_clips": len(rows), "wer": pct(wer), "wer_ci95": [pct(lo), pct(hi)]}
     if group_of is not None:

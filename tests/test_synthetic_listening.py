@@ -54,6 +54,9 @@ def test_summary_wer_groups_and_replaced_words(tmp_path):
     homophene = out["substituted_words"]["homophene"]
     assert (homophene["replaced"], homophene["follows_guidance"], homophene["follows_truth"]) == (2, 1, 1)
     assert "words" not in listener_summary(rows) and "substituted_words" not in listener_summary(rows, group_of)
+    one = listener_summary(rows[:1], group_of)     # one clip: no interval, and the JSON stays strict
+    assert one["wer_ci95"] == [None, None] and one["words"]["right_group_ci95"] == [None, None]
+    json.dumps(one, allow_nan=False)
 
 
 def test_hear_writes_rows_and_resumes_on_the_same_clips(tmp_path):
