@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 import runpy
 import subprocess
@@ -292,7 +293,7 @@ def test_a_batch_script_that_went_on_past_failed_files_does_not_stop_the_recipe(
         synthetic_settings.run_script(s, ["-c", "raise SystemExit(2)"], "prep", partial_ok=True)
 
 
-def test_the_test_clips_are_the_first_n_that_have_mouth_crops(tmp_path):
+def test_the_test_clips_are_the_first_n_that_have_mouth_crops(tmp_path, monkeypatch):
     """--n_test N: generation and the lip reader get the first N test clips that data preparation could crop
     (one without a usable face has no crops), all N of them and the same ones, through test_clips.list."""
     from dataloaders.layout import list_split_clips
@@ -312,6 +313,25 @@ def test_the_test_clips_are_the_first_n_that_have_mouth_crops(tmp_path):
     dataset = compose_config([*synthetic_settings.common(s), *over])["dataset"]
     assert list_split_clips(dataset, "test") == ["test/spk0/00001", "test/spk0/00003"]
     assert synthetic_settings.test_split_overrides(RecipeSettings(tmp_path / "run")) == []   # all clips
+
+    # the judge scores the same clips (evaluate.py's coverage check counts the split's clips): found once as
+    # a run whose evaluation expected the first N listed, clips without crops among them
+    from recipes.synthetic_scoring import score_condition
+    seen = []
+
+    def fake_run(s_, args, what, threads=None, partial_ok=False):
+        seen.append(args)
+        out = Path(next(a for a in args if a.startswith("evaluate.out_dir=")).split("=", 1)[1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics_summary.json").write_text(json.dumps({"n_clips": 2}))
+
+    gdir = tmp_path / "gen"
+    for clip in ("spk0/00001", "spk0/00003"):
+        (gdir / f"{clip}.wav.spec").parent.mkdir(parents=True, exist_ok=True)
+        (gdir / f"{clip}.wav.spec").write_bytes(b"")
+    monkeypatch.setattr(synthetic_settings, "run_script", fake_run)
+    assert score_condition(s, "true_text", gdir, tmp_path / "judge.pkl") == {"n_clips": 2}
+    assert over[0] in seen[0] and "generate.n_samples=2" in seen[0]
     (s.data / "mouth_rois").rename(tmp_path / "elsewhere")
     with pytest.raises(LipVoicerError, match="no test clip has mouth crops"):
         synthetic_settings.test_split_overrides(s)
