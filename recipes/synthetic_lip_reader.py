@@ -139,6 +139,28 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
     return scores
 
 
+def well_read_clips(s: RecipeSettings) -> list[str]:
+    """Test clips (ids under test/) whose every word the lip reader put in its right homophene group when it was
+    scored (reads.csv), in the order read; [] without a lip reader, its reads or a homophene grammar."""
+    reads = s.work_dir / "lip_reader" / "reads.csv"
+    if not s.homophenes or not reads.is_file():
+        return []
+    from dataloaders.synthetic.corpus import group_function
+
+    group_of = group_function(s.grammar)
+    out = []
+    with reads.open(newline="") as f:
+        for row in csv.DictReader(f):
+            ref, hyp = row["reference"].split(), row["hypothesis"].split()
+            try:
+                same = len(ref) == len(hyp) and all(group_of(h) == group_of(r) for r, h in zip(ref, hyp))
+            except LipVoicerError:   # a word outside the grammar
+                same = False
+            if same:
+                out.append(row["video_id"].removeprefix("test/"))
+    return out
+
+
 def set_files(s: RecipeSettings, folder: Path) -> dict | None:
     """Write the trained lip reader into a model set's folder (weights float16, its model.json and units file):
     {'vsr': the set config's vsr settings, 'info': the manifest's lip_reader entry}; None without one."""

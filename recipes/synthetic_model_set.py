@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from recipes.synthetic_conditions import condition_dir, conditions, generated_ids, generation_overrides
 from recipes.synthetic_lip_reader import CONFIG_NOTE
 from recipes.synthetic_lip_reader import set_files as lip_reader_set_files
+from recipes.synthetic_lip_reader import well_read_clips as lip_reader_well_read
 from recipes.synthetic_settings import (MELGEN_SIZES, REPO_ROOT, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings,
                                         guidance_asr_sizes, newest)
 from recipes.synthetic_training import mouth_crop_overrides
@@ -156,7 +157,15 @@ def export_model_set(s: RecipeSettings, folder: Path, config_path: Path, report:
         ids = generated_ids(condition_dir(s, conditions(s)[0], _generate_cfg(s)))
         if not ids:
             raise LipVoicerError(f"{s.work_dir}: no generated test clip to take the example from")
-        info["example"] = write_example(s, example, ids[0])
+        # with a lip reader: the first generated clip it reads with every word in the right homophene group (the
+        # example shows what the set does where the lips are read as well as they can be; the manifest's
+        # lip_reader entry gives how often that happens)
+        well = set(lip_reader_well_read(s)) if lip is not None else set()
+        chosen = next((i for i in ids if i in well), ids[0])
+        info["example"] = write_example(s, example, chosen)
+        if lip is not None:
+            info["example"]["chosen"] = ("the first generated test clip the lip reader reads with every word in the "
+                                         "right homophene group" if chosen in well else "the first generated test clip")
     write_manifest(tmp, NAME, NOTICE.format(words=vocabulary_size(s)), info)
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -254,9 +254,13 @@ def test_shipped_set_speaks_the_bundled_example_offline(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("using the synthetic-corpus model set") == 1   # said once, in one line
     report = json.loads((tmp_path / "synthetic_clip" / "synthetic_clip.json").read_text())
-    assert report["text_source"] == "lip reader" and manifest["lip_reader"]["right_group_pct"] > 80
-    # the lips decide the homophene group of each word (bat / pat / mat), not the word
-    from dataloaders.synthetic.homophenes import group_of
+    # the set's lip reader puts most test words in the right homophene group (chance: one group in four)
+    assert report["text_source"] == "lip reader" and manifest["lip_reader"]["right_group_pct"] > 50
+    # the lips decide the homophene group of each word (bat / pat / mat), not the word; the example is a clip the
+    # recipe's scoring read with every word in the right group, and the shipped float16 set reads it so too
+    from dataloaders.synthetic.corpus import group_function
+
+    group_of = group_function(manifest["grammar"])
 
     truth = (REPO_ROOT / "examples" / "synthetic_clip.txt").read_text().split()
     read = report["text"].split()

@@ -223,6 +223,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
         assert 0 <= heard["no_guidance"]["words"]["right_group_pct"] <= 100
     manifest = json.loads((pub / "model_sets" / "synthetic" / "manifest.json").read_text())
     assert manifest["vocoder"] == "griffinlim" and manifest["example"]["clip"].startswith("test/")
+    assert manifest["example"]["chosen"].startswith("the first generated test clip")
     # the lip reader (stage lipreader): trained, scored on the test clip, shipped in the set, which then reads lips
     scores = json.loads((work / "lip_reader" / "scores.json").read_text())
     assert scores["test_clips"] == 1 and scores["iterations"] == 1 and "right_group_pct" in scores
@@ -335,3 +336,24 @@ def test_the_test_clips_are_the_first_n_that_have_mouth_crops(tmp_path, monkeypa
     (s.data / "mouth_rois").rename(tmp_path / "elsewhere")
     with pytest.raises(LipVoicerError, match="no test clip has mouth crops"):
         synthetic_settings.test_split_overrides(s)
+
+
+def test_the_example_is_a_clip_the_lip_reader_read_in_the_right_groups(tmp_path):
+    """The shipped example is the first generated clip whose scored reading has every word in its right homophene
+    group (reads.csv); a wrong group, a word too few or a word outside the grammar rules a clip out."""
+    from dataloaders.synthetic.homophenes import homophene_slots
+    from recipes.synthetic_lip_reader import well_read_clips
+
+    (g1, g2), (h1, _) = homophene_slots()[0][:2], homophene_slots()[1][:2]
+    work = tmp_path / "work"
+    (work / "lip_reader").mkdir(parents=True)
+    rows = [("spk00/00001", f"{g1[0]} {h1[0]}", f"{g2[0]} {h1[0]}"),     # first word in another group
+            ("spk00/00002", f"{g1[0]} {h1[0]}", f"{g1[1]} {h1[-1]}"),    # members differ, groups right
+            ("spk00/00003", f"{g1[0]} {h1[0]}", f"{g1[0]}"),              # a word too few
+            ("spk00/00004", f"{g1[0]} {h1[0]}", f"{g1[0]} zebra"),        # not a word of the grammar
+            ("spk01/00005", f"{g1[0]} {h1[0]}", f"{g1[0]} {h1[0]}")]
+    (work / "lip_reader" / "reads.csv").write_text(
+        "video_id,reference,hypothesis\n" + "".join(f"test/{i},{r},{h}\n" for i, r, h in rows))
+    assert well_read_clips(RecipeSettings(work_dir=work, grammar="homophene")) == ["spk00/00002", "spk01/00005"]
+    assert well_read_clips(RecipeSettings(work_dir=work, grammar="grid")) == []
+    assert well_read_clips(RecipeSettings(work_dir=tmp_path / "none", grammar="homophene")) == []
