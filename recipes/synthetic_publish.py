@@ -135,6 +135,20 @@ def homophene_measures(s: RecipeSettings, ids: list[str]) -> dict:
     return out
 
 
+def clips_without_crops(s: RecipeSettings) -> dict[str, list[int]]:
+    """Per split of the video corpus: [clips mouth cropping found no usable face track in, clips] (they are left
+    out of training and of the test list)."""
+    out = {}
+    for split_dir in sorted((s.data / "videos").glob("*")):
+        if split_dir.name == "audio_only" or not split_dir.is_dir():
+            continue
+        clips = [p.relative_to(split_dir).with_suffix("") for p in split_dir.glob("*/*.mp4")]
+        crops = s.data / "mouth_rois" / split_dir.name
+        missing = sum(not (crops / c).with_suffix(".npz").is_file() for c in clips)
+        out[split_dir.name] = [missing, len(clips)]
+    return out
+
+
 def write_full_report(s: RecipeSettings) -> dict:
     from utils.config import compose_config
 
@@ -202,6 +216,7 @@ def write_full_report(s: RecipeSettings) -> dict:
         "sweep_clips": min(s.sweep_clips, len(ids)) if s.sweep_clips else 0,
         "grammar": s.grammar,
         "audio_only_utterances": s.audio_clips,
+        "clips_without_mouth_crops": clips_without_crops(s),
         "other_sentence_chance_wer": None,
         "guidance_asr_wer": (guidance_asr_wer(cfg, str(asr[1]), str(s.tokenizer),
                                                  t_values=(T // 5, T // 2, 4 * T // 5)) if asr else None),

@@ -206,6 +206,7 @@ def test_tiny_recipe_in_process(tmp_path, monkeypatch):
     assert report == json.loads((work / "results_full.json").read_text())
     assert {"date", "machine", "command", "wall_minutes", "stage_minutes", "lip_only_chance_wer",
             "identical_mouth_track_fraction", "guidance_asr_wer", "conditions", "sweep", "samplers"} <= set(report)
+    assert all(n <= total and total > 0 for n, total in report["clips_without_mouth_crops"].values())
     assert report["identical_mouth_track_fraction"] == 1.0 and report["lip_only_chance_wer"] == pytest.approx(66.67)
     assert set(report["guidance_asr_wer"]) == {"clean", "t=1", "t=4", "t=6"}
     assert set(report["conditions"]) == ways and "--grammar homophene" in report["command"]
@@ -357,3 +358,17 @@ def test_the_example_is_a_clip_the_lip_reader_read_in_the_right_groups(tmp_path)
     assert well_read_clips(RecipeSettings(work_dir=work, grammar="homophene")) == ["spk00/00002", "spk01/00005"]
     assert well_read_clips(RecipeSettings(work_dir=work, grammar="grid")) == []
     assert well_read_clips(RecipeSettings(work_dir=tmp_path / "none", grammar="homophene")) == []
+
+
+def test_the_report_counts_clips_left_without_mouth_crops(tmp_path):
+    from recipes.synthetic_publish import clips_without_crops
+
+    s = RecipeSettings(work_dir=tmp_path / "work", grammar="homophene")
+    for split, clip, crop in (("test", "spk00/00001", True), ("test", "spk00/00002", False),
+                              ("trainval", "spk01/00003", True), ("audio_only", "spk02/00004", False)):
+        (s.data / "videos" / split / clip).parent.mkdir(parents=True, exist_ok=True)
+        (s.data / "videos" / split / f"{clip}.mp4").write_bytes(b"")
+        if crop:
+            (s.data / "mouth_rois" / split / clip).parent.mkdir(parents=True, exist_ok=True)
+            (s.data / "mouth_rois" / split / f"{clip}.npz").write_bytes(b"")
+    assert clips_without_crops(s) == {"test": [1, 2], "trainval": [0, 1]}
