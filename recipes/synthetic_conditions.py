@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes import synthetic_settings as settings
+from utils.files import atomic_text
 from recipes.synthetic_settings import (MELGEN_SIZES, SIZE_EXTRA, VOCODER_SIZES, RecipeSettings, asr_overrides, common,
                                         guidance_asr_sizes, newest, test_split_overrides)
 from utils.errors import LipVoicerError
@@ -315,10 +316,14 @@ class GenerationClock:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def record(self, name: str, seconds: float, clips: int, note: str) -> None:
+        """Add one generation call's time and the clips it made to the condition's totals (a resumed or partly
+        failed generation adds to what the earlier calls recorded)."""
         data = self.read()
+        old = data.get(name) or {}
+        seconds, clips = seconds + old.get("seconds", 0.0), clips + old.get("clips", 0)
         data[name] = {"seconds": round(seconds, 1), "clips": clips,
                       "seconds_per_clip": round(seconds / max(clips, 1), 2), "note": note}
-        self.path.write_text(json.dumps(data, indent=1))
+        atomic_text(self.path, json.dumps(data, indent=1))
 
 
 def generate_conditions(s: RecipeSettings, base: list[str], cfg, conds) -> None:
@@ -333,13 +338,15 @@ def generate_conditions(s: RecipeSettings, base: list[str], cfg, conds) -> None:
         have = len(generated_ids(folder)) if folder.is_dir() else 0
         texts = [f"generate.lipread_text_dir={s.texts_dir(cond.texts)}"] if cond.texts else []
         t0 = time.time()
-        settings.run_script(s, ["inference_full_test_split.py", *base,
-                                f"generate.save_dir={s.work_dir / 'generated' / cond.name}", *texts, *cond.overrides(),
-                                *([f"generate.n_samples={n}"] if n else [])], f"generate {cond.name}")
-        made = len(generated_ids(folder)) - have
-        if made > 0 and have == 0:
-            clock.record(cond.name, time.time() - t0, made,
-                         f"{lanes} generation(s) at a time on {os.cpu_count()} cores, {s.threads or 'default'} thread(s) each")
+        try:
+            settings.run_script(s, ["inference_full_test_split.py", *base,
+                                    f"generate.save_dir={s.work_dir / 'generated' / cond.name}", *texts,
+                                    *cond.overrides(), *([f"generate.n_samples={n}"] if n else [])], f"generate {cond.name}")
+        finally:   # the clips it made are timed even when the script stopped on a failed clip
+            made = (len(generated_ids(folder)) if folder.is_dir() else 0) - have
+            if made > 0:
+                clock.record(cond.name, time.time() - t0, made, f"{lanes} generation(s) at a time on "
+                             f"{os.cpu_count()} cores, {s.threads or 'default'} thread(s) each")
 
     if lanes > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -372,3 +372,35 @@ def test_the_report_counts_clips_left_without_mouth_crops(tmp_path):
             (s.data / "mouth_rois" / split / clip).parent.mkdir(parents=True, exist_ok=True)
             (s.data / "mouth_rois" / split / f"{clip}.npz").write_bytes(b"")
     assert clips_without_crops(s) == {"test": [1, 2], "trainval": [0, 1]}
+
+
+def test_generation_time_is_recorded_for_a_generation_that_stopped_and_one_resumed(tmp_path, monkeypatch):
+    """generation_seconds.json: a generation that exits non-zero after making clips still records their time,
+    and a resumed one adds its clips and seconds (it recorded nothing unless one call made every clip)."""
+    from types import SimpleNamespace
+
+    from recipes import synthetic_conditions as sc
+
+    s = RecipeSettings(work_dir=tmp_path / "work", grammar="homophene", n_test=4)
+    s.work_dir.mkdir(parents=True)
+    folder = tmp_path / "gen"
+    monkeypatch.setattr(sc, "condition_dir", lambda *a: folder)
+    calls = []
+
+    def fake_run(settings, argv, label):
+        calls.append(label)
+        folder.mkdir(exist_ok=True)
+        for k in range(len(calls) * 2 - 1, len(calls) * 2 + 1):
+            (folder / f"{k:05d}.wav.spec").write_bytes(b"")
+        if len(calls) == 1:
+            raise LipVoicerError("generate no_guidance: exit 1")
+
+    monkeypatch.setattr(sc.settings, "run_script", fake_run)
+    cond = SimpleNamespace(name="no_guidance", sweep=False, texts=None, overrides=lambda: [])
+    with pytest.raises(LipVoicerError, match="exit 1"):
+        sc.generate_conditions(s, [], {"generate": {}}, [cond])
+    first = json.loads((s.work_dir / "generation_seconds.json").read_text())["no_guidance"]
+    assert first["clips"] == 2
+    sc.generate_conditions(s, [], {"generate": {}}, [cond])
+    again = json.loads((s.work_dir / "generation_seconds.json").read_text())["no_guidance"]
+    assert again["clips"] == 4 and again["seconds"] >= first["seconds"]
