@@ -118,7 +118,6 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
     scores = {"test_clips": len(rows), "test_clips_without_crops": len(no_crops), "wer_pct": round(100.0 * jiwer.wer([r["reference"] for r in rows],
                                                                            [r["hypothesis"] for r in rows]), 1),
               "iterations": done[0] if done else None,
-              "train_minutes": round(stage_times(s).get("lipreader", 0.0) / 60.0, 1) or None,
               "parameters": int(sum(v.numel() for v in reader.model.state_dict().values()
                                     if v.is_floating_point())),
               "model": {k: conf[2][k] for k in ("adim", "elayers", "dlayers", "frontend_width")},
@@ -180,8 +179,10 @@ def set_files(s: RecipeSettings, folder: Path) -> dict | None:
     scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
     vsr = {**{k: "${model_set.dir}/" + name for k, name in SET_FILES.items()}, **SET_DECODING}
     info = {"files": sorted(SET_FILES.values()), "storage": "float16 weights, loaded into a float32 model",
-            **{k: scores[k] for k in ("iterations", "train_minutes", "test_clips", "wer_pct", "right_group_pct",
+            **{k: scores[k] for k in ("iterations", "test_clips", "wer_pct", "right_group_pct",
                                       "perfect_lip_reader_wer_pct", "parameters", "units") if k in scores}}
+    if stage_times(s).get("lipreader"):   # recorded when the stage ends, after the scoring above
+        info["stage_minutes"] = round(stage_times(s)["lipreader"] / 60.0, 1)   # training and scoring
     return {"vsr": vsr, "info": info}
 
 
