@@ -140,24 +140,15 @@ def score_lip_reader(s: RecipeSettings, files: dict[str, Path] | None = None) ->
 
 def well_read_clips(s: RecipeSettings) -> list[str]:
     """Test clips (ids under test/) whose every word the lip reader put in its right homophene group when it was
-    scored (reads.csv), in the order read; [] without a lip reader, its reads or a homophene grammar."""
-    reads = s.work_dir / "lip_reader" / "reads.csv"
-    if not s.homophenes or not reads.is_file():
+    scored (reads.csv), with nothing inserted, in the order read; [] without its reads or a homophene grammar."""
+    if not s.homophenes:
         return []
     from dataloaders.synthetic.corpus import group_function
+    from recipes.synthetic_words import words_per_clip
 
-    group_of = group_function(s.grammar)
-    out = []
-    with reads.open(newline="") as f:
-        for row in csv.DictReader(f):
-            ref, hyp = row["reference"].split(), row["hypothesis"].split()
-            try:
-                same = len(ref) == len(hyp) and all(group_of(h) == group_of(r) for r, h in zip(ref, hyp))
-            except LipVoicerError:   # a word outside the grammar
-                same = False
-            if same:
-                out.append(row["video_id"].removeprefix("test/"))
-    return out
+    return [c["video_id"].removeprefix("test/")
+            for c in words_per_clip(s.work_dir / "lip_reader" / "reads.csv", group_function(s.grammar))
+            if c["right_group"] == c["words"] and not c["inserted"]]
 
 
 def set_files(s: RecipeSettings, folder: Path) -> dict | None:
@@ -181,8 +172,9 @@ def set_files(s: RecipeSettings, folder: Path) -> dict | None:
     info = {"files": sorted(SET_FILES.values()), "storage": "float16 weights, loaded into a float32 model",
             **{k: scores[k] for k in ("iterations", "test_clips", "wer_pct", "right_group_pct",
                                       "perfect_lip_reader_wer_pct", "parameters", "units") if k in scores}}
-    if stage_times(s).get("lipreader"):   # recorded when the stage ends, after the scoring above
-        info["stage_minutes"] = round(stage_times(s)["lipreader"] / 60.0, 1)   # training and scoring
+    seconds = stage_times(s).get("lipreader")   # recorded when the stage ends, after its scoring
+    if seconds:
+        info["stage_minutes"] = round(seconds / 60.0, 1)   # training and scoring
     return {"vsr": vsr, "info": info}
 
 
