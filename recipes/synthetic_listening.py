@@ -34,6 +34,7 @@ from utils.files import atomic_text
 log = logging.getLogger(__name__)
 
 LISTENER_CSV = "listener_per_clip.csv"
+HOMOPHENE_SWAPS = "corrupted_homophene"   # the guiding text whose every replacement is a homophene
 NOT_INSTALLED = "not heard: PocketSphinx is not installed (pip install pocketsphinx==5.1.1)"
 
 COLUMNS = ("video_id", "reference", "hypothesis", "errors", "words")
@@ -114,9 +115,12 @@ def hear(listener, audio: dict[str, Path], refs: dict[str, str], out_csv: Path) 
     return rows
 
 
-def listener_summary(rows: list[dict], group_of=None, subs_path: Path | None = None) -> dict:
+def listener_summary(rows: list[dict], group_of=None, subs_path: Path | None = None,
+                     swaps_path: Path | None = None) -> dict:
     """WER (percent) with its 95 % interval; with homophene groups, where the words go and the right-group
-    percent's interval; with a corrupted text's substitutions, what the speech says at the replaced words."""
+    percent's interval; with a corrupted text's substitutions, what the speech says at the replaced words.
+    swaps_path (the homophene-swapped text's substitutions), for a condition not guided by that text: what its
+    speech says at the same places (`at_homophene_swaps`), the baseline of the swapped text's row."""
     from pipelines.intervals import ratio_interval
     from pipelines.listener import corpus_wer_ci
 
@@ -130,6 +134,8 @@ def listener_summary(rows: list[dict], group_of=None, subs_path: Path | None = N
         out["words"]["right_group_ci95"] = [pct(lo), pct(hi)]
     if subs_path is not None and subs_path.is_file():
         out["substituted_words"] = substitution_following(rows, subs_path)
+    elif swaps_path is not None and swaps_path.is_file():
+        out["at_homophene_swaps"] = substitution_following(rows, swaps_path).get("homophene")
     return out
 
 
@@ -186,7 +192,8 @@ def stage_listen(s: RecipeSettings) -> dict:
         rows = hear(listener, wavs_of(folder, clip_ids), references(s, clip_ids),
                     s.work_dir / "results" / name / LISTENER_CSV)
         subs = s.texts_dir(name) / SUBSTITUTIONS
-        results[name] = listener_summary(rows, group_of, subs if subs.is_file() else None)
+        results[name] = listener_summary(rows, group_of, subs if subs.is_file() else None,
+                                         s.texts_dir(HOMOPHENE_SWAPS) / SUBSTITUTIONS)
         log.info("listen: %s: WER %.1f %% %s on %d clips", name, results[name]["wer"], results[name]["wer_ci95"],
                  len(rows))
     out = {"listener": "PocketSphinx 5.1.1, its en-us acoustic model and CMUdict, the corpus's slots as a JSGF "

@@ -322,6 +322,10 @@ def listener_lines(s: RecipeSettings, cols: list[str]) -> list[str]:
             return "; ".join(f"{kind}: {c['follows_guidance']} / {c['follows_truth']} of {c['replaced']}"
                              for kind, c in sorted(subs.items()))
         rows.append(("listener at replaced words: says the guiding / the true word", swapped))
+    if any("at_homophene_swaps" in h for h in heard.values()):
+        rows.append(("listener at the homophene-swapped text's replaced words, unguided by it: says its word / "
+                     "the true word", lambda h: "n/a" if not h.get("at_homophene_swaps") else
+                     "{follows_guidance} / {follows_truth} of {replaced}".format(**h["at_homophene_swaps"])))
     lines = [f"| {label} | " + " | ".join(cell(w, f) for w in cols) + " |" for label, f in rows]
     lines.append("| STOI 95 % CI | " + " | ".join(stoi_interval(s, w) for w in cols) + " |")
     return lines

@@ -54,6 +54,12 @@ def test_summary_wer_groups_and_replaced_words(tmp_path):
     homophene = out["substituted_words"]["homophene"]
     assert (homophene["replaced"], homophene["follows_guidance"], homophene["follows_truth"]) == (2, 1, 1)
     assert "words" not in listener_summary(rows) and "substituted_words" not in listener_summary(rows, group_of)
+    # a condition not guided by the swapped text: what its speech says at the swapped text's places
+    base = listener_summary(rows, group_of, None, subs)
+    assert "substituted_words" not in base
+    assert (base["at_homophene_swaps"]["follows_guidance"], base["at_homophene_swaps"]["follows_truth"]) == (1, 1)
+    assert "at_homophene_swaps" not in listener_summary(rows, group_of, subs, subs)      # its own row says it
+    assert "at_homophene_swaps" not in listener_summary(rows, group_of, None, tmp_path / "none.json")
     one = listener_summary(rows[:1], group_of)     # one clip: no interval, and the JSON stays strict
     assert one["wer_ci95"] == [None, None] and one["words"]["right_group_ci95"] == [None, None]
     json.dumps(one, allow_nan=False)
@@ -110,3 +116,21 @@ def test_interval_text_leaves_out_an_interval_of_one_clip():
 
     assert interval_text((51.24, 70.06)) == " [51.2, 70.1]" and interval_text((0.5, 0.6), 3) == " [0.500, 0.600]"
     assert interval_text((math.nan, math.nan)) == "" and interval_text((None, None)) == ""
+
+
+def test_report_rows_show_replaced_words_and_the_unguided_baseline_at_them(tmp_path):
+    from recipes.synthetic_scoring import LISTENER_JSON, listener_lines
+    from recipes.synthetic_settings import RecipeSettings
+
+    swapped = {"replaced": 4, "follows_guidance": 3, "follows_truth": 1}
+    heard = {"no_guidance": {"wer": 70.0, "wer_ci95": [60.0, 80.0],
+                             "at_homophene_swaps": {"replaced": 4, "follows_guidance": 1, "follows_truth": 2}},
+             "corrupted_homophene": {"wer": 65.0, "wer_ci95": [55.0, 75.0],
+                                     "substituted_words": {"homophene": swapped}}}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / LISTENER_JSON).write_text(json.dumps({"conditions": heard}))
+    lines = listener_lines(RecipeSettings(work_dir=tmp_path), ["no_guidance", "corrupted_homophene"])
+    replaced = next(x for x in lines if x.startswith("| listener at replaced words"))
+    assert replaced.endswith("| n/a | homophene: 3 / 1 of 4 |")
+    baseline = next(x for x in lines if x.startswith("| listener at the homophene-swapped text's replaced words"))
+    assert baseline.endswith("| 1 / 2 of 4 | n/a |")
